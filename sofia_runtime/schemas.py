@@ -1,0 +1,170 @@
+"""One schema definition per table that crosses a boundary.
+
+The raw warehouse tables, the serving-snapshot tables the runtime reads and the asset checks all
+use these definitions. Times are UTC and stored as naive timestamps (DuckDB ``TIMESTAMP``,
+polars ``Datetime("ms")``); a column named ``ts`` is the row's event time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+TS = pl.Datetime("ms")
+
+
+class SchemaError(ValueError):
+    """A frame does not fit its table: names where (file or table), the row and the field."""
+
+    def __init__(self, origin: str, message: str, row: int | None = None, field: str | None = None):
+        self.origin, self.row, self.field = origin, row, field
+        where = origin
+        if row is not None:
+            where += f", row {row}"
+        if field is not None:
+            where += f", field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: dict[str, pl.DataType]
+    keys: tuple[str, ...]
+    nullable: frozenset[str] = field(default_factory=frozenset)
+    time_column: str | None = "ts"
+    description: str = ""
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema(self.columns)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.polars_schema)
+
+    def duckdb_columns(self) -> str:
+        return ", ".join(f'"{c}" {_duckdb_type(t)}' for c, t in self.columns.items())
+
+    def conform(self, df: pl.DataFrame, origin: str) -> pl.DataFrame:
+        """Select and cast this table's columns; raise SchemaError naming what does not fit."""
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise SchemaError(origin, f"missing column(s) {missing}; expected {list(self.columns)}", field=missing[0])
+        out = []
+        for name, dtype in self.columns.items():
+            col = df.get_column(name)
+            if col.dtype != dtype:
+                try:
+                    cast = col.cast(dtype, strict=False)
+                except Exception as exc:  # polars raises several types for impossible casts
+                    raise SchemaError(origin, f"cannot read as {dtype}: {exc}", field=name) from exc
+                bad = cast.is_null() & col.is_not_null()
+                if bad.any():
+                    row = int(bad.arg_true()[0])
+                    raise SchemaError(origin, f"value {col[row]!r} is not a valid {dtype}", row=row + 1, field=name)
+                col = cast
+            if name not in self.nullable and col.null_count():
+                row = int(col.is_null().arg_true()[0])
+                raise SchemaError(origin, "null where a value is required", row=row + 1, field=name)
+            out.append(col)
+        return pl.DataFrame(out)
+
+
+def _duckdb_type(dtype: pl.DataType) -> str:
+    if dtype == pl.Utf8:
+        return "VARCHAR"
+    if dtype == pl.Float64:
+        return "DOUBLE"
+    if dtype == pl.Int64:
+        return "BIGINT"
+    if dtype == pl.Int32:
+        return "INTEGER"
+    if dtype == pl.Boolean:
+        return "BOOLEAN"
+    if dtype == pl.Date:
+        return "DATE"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMP"
+    raise TypeError(f"no DuckDB type for {dtype}")
+
+
+def _schema(name: str, keys: tuple[str, ...], nullable: tuple[str, ...] = (), time_column: str | None = "ts",
+            description: str = "", **columns: pl.DataType) -> TableSchema:
+    return TableSchema(name, dict(columns), keys, frozenset(nullable), time_column, description)
+
+
+U, F, I, B, D = pl.Utf8, pl.Float64, pl.Int64, pl.Boolean, pl.Date
+
+# --- raw market data (warehouse schema `raw`) --------------------------------------------------
+# `symbol` is ccxt's unified symbol: BTC/USDT for spot, BTC/USDT:USDT for a USDT-margined perp.
+# `market` is "spot" or "perp".
+CANDLES = _schema("candles", ("venue", "symbol", "ts"), description="1-minute OHLCV candles",
+                  venue=U, symbol=U, market=U, ts=TS, open=F, high=F, low=F, close=F, volume=F)
+BOOKS = _schema("books", ("venue", "symbol", "ts"), description="top-of-book snapshots",
+                venue=U, symbol=U, market=U, ts=TS, bid=F, ask=F, bid_size=F, ask_size=F)
+TRADES = _schema("trades", ("venue", "symbol", "trade_id"), description="public trades (side = taker side)",
+                 venue=U, symbol=U, market=U, ts=TS, trade_id=U, side=U, price=F, amount=F)
+FUNDING = _schema("funding", ("venue", "symbol", "ts"), description="perp funding rates as charged per interval",
+                  venue=U, symbol=U, ts=TS, funding_rate=F)
+LATENCY = _schema("latency", ("venue", "endpoint", "ts"), nullable=("latency_ms", "error"),
+                  description="latency-probe samples; latency_ms null and error set when the probe failed",
+                  venue=U, endpoint=U, ts=TS, latency_ms=F, ok=B, error=U)
+FX = _schema("fx", ("pair", "ts"), description="FX rates, e.g. USD/TRY = TRY per USD", pair=U, ts=TS, rate=F)
+
+RAW_TABLES: dict[str, TableSchema] = {s.name: s for s in (CANDLES, BOOKS, TRADES, FUNDING, LATENCY, FX)}
+LATENCY_ENDPOINTS = ("public_rest", "private_rest", "websocket")
+
+# --- serving snapshot tables (pipelines -> runtime) ---------------------------------------------
+FEE_TABLE = _schema(
+    "fee_table", ("venue", "symbol", "tier", "valid_from"), nullable=("valid_to", "funding_interval_hours"),
+    time_column=None, description="maker/taker per venue, symbol and tier; `selected` marks the desk's tier",
+    venue=U, symbol=U, market=U, tier=U, min_volume_30d_usd=F, maker=F, taker=F,
+    funding_interval_hours=F, valid_from=D, valid_to=D, source=U, selected=B)
+WITHDRAWAL_FEES = _schema(
+    "withdrawal_fees", ("venue", "asset", "network", "valid_from"), nullable=("valid_to",), time_column=None,
+    description="withdrawal fee per venue, asset and network, in units of the asset",
+    venue=U, asset=U, network=U, fee=F, valid_from=D, valid_to=D, source=U)
+TAX_RULES = _schema(
+    "tax_rules", ("rule_id", "valid_from"), nullable=("valid_to",), time_column=None,
+    description="effective-dated Turkish tax parameters; `enabled` is false for proposed rules unless switched on",
+    rule_id=U, kind=U, rate=F, valid_from=D, valid_to=D, status=U, enabled=B, source=U)
+ROUTE_TABLE = _schema(
+    "route_table", ("symbol", "side", "hour"), nullable=("runner_up_venue", "runner_up_cost_bps", "margin_bps"),
+    time_column=None, description="cheapest venue per symbol, side and UTC hour for `notional_usd`",
+    symbol=U, side=U, hour=I, notional_usd=F, best_venue=U, best_cost_bps=F,
+    runner_up_venue=U, runner_up_cost_bps=F, margin_bps=F)
+SESSION_SCHEDULE = _schema(
+    "session_schedule", ("venue", "symbol", "hour"), time_column=None,
+    description="which symbols trade on which venue in which UTC hour",
+    venue=U, symbol=U, hour=I, active=B, score=F, reason=U)
+FILL_MODEL = _schema(
+    "fill_model", ("venue", "symbol", "side"), time_column=None,
+    description="p(fill within h) = 1 - exp(-A * exp(-k * d) * (vol / vol_ref) ** vol_exponent * h), "
+                "d = distance from mid in spreads, h in seconds",
+    venue=U, symbol=U, side=U, intensity_a=F, decay_k=F, vol_ref=F, vol_exponent=F, brier=F, n_obs=I)
+FUNDING_OPPORTUNITIES = _schema(
+    "funding_opportunities", ("venue", "symbol"), nullable=("breakeven_hours",), time_column=None,
+    description="delta-neutral spot/perp carry; only rows with offered=true may be traded",
+    venue=U, symbol=U, spot_symbol=U, direction=U, mean_funding_rate=F, observed_interval_hours=F,
+    annualized_funding=F, fees_cost=F, spread_cost=F, basis_risk_charge=F, net_annual_carry=F,
+    breakeven_hours=F, offered=B, reason=U)
+INVENTORY_TARGETS = _schema(
+    "inventory_targets", ("venue", "asset"), time_column=None,
+    description="target balance per venue and asset with a tolerance band",
+    venue=U, asset=U, target=F, lower=F, upper=F)
+RISK_LIMITS = _schema(
+    "risk_limits", ("venue", "symbol"), time_column=None,
+    description="limits the runtime trades within",
+    venue=U, symbol=U, max_position=F, max_notional_usd=F, max_open_orders=I, daily_loss_limit_usd=F)
+MARKETS = _schema(
+    "markets", ("venue", "symbol"), nullable=("min_notional",), time_column=None,
+    description="precision and limits per venue and symbol (tick and step sizes)",
+    venue=U, symbol=U, market=U, base=U, quote=U, price_tick=F, amount_step=F, min_amount=F, min_notional=F)
+
+SERVING_TABLES: dict[str, TableSchema] = {
+    s.name: s for s in (FEE_TABLE, WITHDRAWAL_FEES, TAX_RULES, ROUTE_TABLE, SESSION_SCHEDULE, FILL_MODEL,
+                        FUNDING_OPPORTUNITIES, INVENTORY_TARGETS, RISK_LIMITS, MARKETS)
+}
+# The day of market data the paper runtime replays travels in the snapshot too, as replay_<raw table>.
+REPLAY_TABLES: dict[str, TableSchema] = {f"replay_{t}": RAW_TABLES[t] for t in ("books", "trades", "latency", "funding")}

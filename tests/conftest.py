@@ -1,0 +1,23 @@
+"""Shared fixtures: every test gets its own data folder (warehouse, serving, audit, control)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("SOFIA_DATA_DIR", str(d))
+    monkeypatch.delenv("SOFIA_WAREHOUSE", raising=False)
+    monkeypatch.delenv("SOFIA_SOURCE", raising=False)
+    return d
+
+
+@pytest.fixture
+def resources(data_dir):
+    """The code location's resources pointed at the test's own data folder."""
+    from sofia_pipelines.resources import market_source_resource, warehouse_resource
+
+    return {"warehouse": warehouse_resource(), "market_source": market_source_resource()}
