@@ -1,0 +1,144 @@
+"""The files source on real held-out candles and funding rates, valid and broken, through the raw assets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from sofia_pipelines.defs.market_data import assets
+from sofia_pipelines.defs.market_data.files import FilesSource
+from sofia_pipelines.defs.market_data.sources import source_from_spec
+from sofia_pipelines.resources import MarketSourceResource
+from sofia_runtime import paths
+from sofia_runtime.schemas import SchemaError
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "files"
+CANDLES = Path("ohlcv/binance/XRP_ETH/1m.parquet")
+RAW = [assets.raw_candles, assets.raw_books, assets.raw_trades, assets.raw_funding, assets.raw_latency,
+       assets.raw_fx]
+
+
+@pytest.fixture
+def files_dir(tmp_path) -> Path:
+    d = tmp_path / "market"
+    shutil.copytree(FIXTURES, d)
+    return d
+
+
+def _candles(files_dir: Path) -> pl.DataFrame:
+    return pl.read_parquet(files_dir / CANDLES)
+
+
+def _write_csv(files_dir: Path, df: pl.DataFrame) -> Path:
+    (files_dir / CANDLES).unlink()
+    path = files_dir / CANDLES.with_suffix(".csv")
+    df.write_csv(path)
+    return path
+
+
+def test_valid_parquet_csv_and_ccxt_json_read_the_same(files_dir):
+    src = source_from_spec(f"files:{files_dir}")
+    assert src.provides() == {"candles", "funding"}
+    assert src.available_days() == [date(2019, 10, 12), date(2019, 10, 13)]
+    window = (datetime(2019, 10, 12), datetime(2019, 10, 14))
+    from_parquet = src.load("candles", *window)
+    assert from_parquet.height == 240
+    assert from_parquet["symbol"].unique().to_list() == ["XRP/ETH"]
+    assert from_parquet["market"].unique().to_list() == ["spot"]
+
+    df = _candles(files_dir)
+    iso = df.with_columns(pl.from_epoch("timestamp", time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("date"))
+    _write_csv(files_dir, iso.drop("timestamp").select("date", "open", "high", "low", "close", "volume"))
+    assert FilesSource(files_dir).load("candles", *window).equals(from_parquet)
+
+    (files_dir / CANDLES.with_suffix(".csv")).unlink()
+    (files_dir / CANDLES.with_suffix(".json")).write_text(json.dumps(df.rows()))
+    assert FilesSource(files_dir).load("candles", *window).equals(from_parquet)
+
+    funding = src.load("funding", datetime(2021, 1, 1), datetime(2022, 1, 1))
+    assert funding.height == 91
+    assert funding["symbol"].unique().to_list() == ["XRP/USDT:USDT"]
+    # the real file's timestamps are up to 17 ms off the 8-hour boundary; they are kept as they are
+    assert (funding["ts"].dt.millisecond() > 0).any()
+
+
+@pytest.mark.parametrize("breakage, row, field", [
+    ("nan_price", 7, "close"),
+    ("duplicate_row", 11, "ts"),
+    ("bad_date", 4, "date"),
+    ("missing_column", None, "volume"),
+    ("out_of_order", 21, "ts"),
+])
+def test_broken_file_names_file_row_and_field(files_dir, breakage, row, field):
+    df = _candles(files_dir).with_columns(pl.from_epoch("timestamp", time_unit="ms")
+                                          .dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("date")).drop("timestamp")
+    df = df.select("date", "open", "high", "low", "close", "volume").with_columns(pl.all().cast(pl.Utf8))
+    if breakage == "nan_price":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 6).then(pl.lit("NaN")).otherwise("close").alias("close"))
+    elif breakage == "duplicate_row":
+        df = pl.concat([df.head(10), df[9], df.tail(df.height - 10)])
+    elif breakage == "bad_date":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("13/10/2019 25:61")).otherwise("date")
+                             .alias("date"))
+    elif breakage == "missing_column":
+        df = df.drop("volume")
+    elif breakage == "out_of_order":
+        df = pl.concat([df.head(19), df[20], df[19], df.tail(df.height - 21)])
+    path = _write_csv(files_dir, df)
+    with pytest.raises(SchemaError) as err:
+        FilesSource(files_dir).load("candles", datetime(2019, 10, 12), datetime(2019, 10, 14))
+    message = str(err.value)
+    assert str(path) in message
+    assert f"field '{field}'" in message
+    if row is not None:
+        assert f"row {row}," in message
+
+
+def _materialize(files_dir: Path, partition: str, raise_on_error=True):
+    resources = {"warehouse": __import__("sofia_pipelines.resources", fromlist=["x"]).warehouse_resource(),
+                 "market_source": MarketSourceResource(spec=f"files:{files_dir}")}
+    return dg.materialize(RAW, resources=resources, partition_key=partition, raise_on_error=raise_on_error)
+
+
+def _rows(sql: str):
+    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_partition_replace_and_failed_run_keeps_stored_rows(data_dir, files_dir):
+    _materialize(files_dir, "2019-10-12")
+    result = _materialize(files_dir, "2019-10-13")
+    books = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "books"])]
+    assert "has no books" in books[0].event_specific_data.materialization.metadata["note"].value
+    before = _rows("SELECT CAST(ts AS DATE) AS d, count(*), sum(close) FROM raw.candles GROUP BY d ORDER BY d")
+    assert [r[1] for r in before] == [120, 120]
+
+    # the day's source data changes: re-materializing that day replaces exactly its rows
+    df = _candles(files_dir)
+    changed = df.filter(pl.col("timestamp") < 1570924800000 + 30 * 60_000)  # day 13 keeps its first 30 minutes
+    changed = changed.with_columns(pl.col("close") * 1.0)
+    changed.write_parquet(files_dir / CANDLES)
+    _materialize(files_dir, "2019-10-13")
+    after = _rows("SELECT CAST(ts AS DATE) AS d, count(*), sum(close) FROM raw.candles GROUP BY d ORDER BY d")
+    assert after[0] == before[0]
+    assert after[1][1] == 30
+
+    # a broken file fails the run and leaves both days exactly as stored
+    broken = changed.with_columns(pl.when(pl.int_range(pl.len()) == 125).then(float("nan")).otherwise("open")
+                                  .alias("open"))
+    broken.write_parquet(files_dir / CANDLES)
+    failed = _materialize(files_dir, "2019-10-13", raise_on_error=False)
+    assert not failed.success
+    assert _rows("SELECT CAST(ts AS DATE) AS d, count(*), sum(close) FROM raw.candles GROUP BY d ORDER BY d") == after
+
+
+def test_wrong_source_spec_is_refused():
+    with pytest.raises(ValueError, match="SOFIA_SOURCE='kraken'"):
+        source_from_spec("kraken")
