@@ -79,7 +79,7 @@ def read_window(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableS
     if start is not None and end is not None:
         sql += f' WHERE "{table.time_column}" >= ? AND "{table.time_column}" < ?'
         params = [start, end]
-    df = pl.from_arrow(conn.execute(sql, params).fetch_arrow_table())
+    df = conn.sql(sql, params=params).pl()
     return table.conform(df, f"{schema_name}.{table.name}")
 
 
@@ -105,6 +105,6 @@ def read_day(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSche
         [schema_name, table.name]).fetchone()[0]
     if not exists:
         return table.empty()
-    df = pl.from_arrow(conn.execute(f'SELECT * FROM "{schema_name}"."{table.name}" WHERE day = ?', [day])
-                       .fetch_arrow_table())
+    df = XX
+                       .to_arrow_table())
     return table.conform(stored.conform(df, f"{schema_name}.{table.name}").drop("day"), f"{schema_name}.{table.name}")
