@@ -105,6 +105,5 @@ def read_day(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSche
         [schema_name, table.name]).fetchone()[0]
     if not exists:
         return table.empty()
-    df = XX
-                       .to_arrow_table())
+    df = conn.sql(f'SELECT * FROM "{schema_name}"."{table.name}" WHERE day = ?', params=[day]).pl()
     return table.conform(stored.conform(df, f"{schema_name}.{table.name}").drop("day"), f"{schema_name}.{table.name}")
