@@ -65,14 +65,17 @@ def _insert(conn: duckdb.DuckDBPyConnection, qualified: str, df: pl.DataFrame) -
             conn.unregister("_sofia_insert")
 
 
+def table_exists(conn: duckdb.DuckDBPyConnection, schema_name: str, name: str) -> bool:
+    return bool(conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema_name, name]).fetchall()[0][0])
+
+
 def read_window(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSchema,
                 start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
     """Rows of a table in [start, end) (all rows when no window), as a frame of the table's schema;
     an empty frame when the table does not exist yet."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema_name, table.name]).fetchone()[0]
-    if not exists:
+    if not table_exists(conn, schema_name, table.name):
         return table.empty()
     sql = f'SELECT * FROM "{schema_name}"."{table.name}"'
     params: list = []
@@ -100,10 +103,7 @@ def replace_day(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableS
 def read_day(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSchema, day) -> pl.DataFrame:
     """One partition's rows of a daily-partitioned analytics table, without the day column."""
     stored = with_day(table)
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema_name, table.name]).fetchone()[0]
-    if not exists:
+    if not table_exists(conn, schema_name, table.name):
         return table.empty()
     df = conn.sql(f'SELECT * FROM "{schema_name}"."{table.name}" WHERE day = ?', params=[day]).pl()
     return table.conform(stored.conform(df, f"{schema_name}.{table.name}").drop("day"), f"{schema_name}.{table.name}")
