@@ -1,0 +1,41 @@
+{{ config(pre_hook="{{ delete_window('hour') }}") }}
+WITH books AS (
+    SELECT venue, symbol, market, quote, date_trunc('hour', ts) AS hour,
+           avg(mid) AS mid_mean, avg(spread_bps) AS spread_bps_mean, median(spread_bps) AS spread_bps_p50,
+           avg(depth_quote) AS depth_quote_mean, count(*) AS n_books
+    FROM {{ ref('stg_books') }} WHERE {{ in_window('ts') }} GROUP BY ALL
+), returns AS (
+    SELECT *, ln(close / lag(close) OVER (PARTITION BY venue, symbol ORDER BY ts)) AS log_return
+    FROM {{ ref('stg_candles') }} WHERE {{ in_window('ts') }}
+), candles AS (
+    SELECT venue, symbol, market, quote, date_trunc('hour', ts) AS hour, sum(volume) AS volume_base,
+           sum(volume * close) AS volume_quote, stddev_samp(log_return) AS volatility_1m
+    FROM returns GROUP BY ALL
+), trades AS (
+    SELECT venue, symbol, date_trunc('hour', ts) AS hour, count(*) AS trades
+    FROM {{ ref('stg_trades') }} WHERE {{ in_window('ts') }} GROUP BY ALL
+), fx AS (
+    SELECT date_trunc('hour', ts) AS hour, avg(rate) AS usd_try
+    FROM {{ ref('stg_fx') }} WHERE pair = 'USD/TRY' AND {{ in_window('ts') }} GROUP BY ALL
+), joined AS (
+    SELECT coalesce(b.venue, c.venue) AS venue, coalesce(b.symbol, c.symbol) AS symbol,
+           coalesce(b.market, c.market) AS market, coalesce(b.quote, c.quote) AS quote,
+           coalesce(b.hour, c.hour) AS hour,
+           b.mid_mean, b.spread_bps_mean, b.spread_bps_p50, b.depth_quote_mean, coalesce(b.n_books, 0) AS n_books,
+           c.volume_base, c.volume_quote, c.volatility_1m
+    FROM books b FULL OUTER JOIN candles c USING (venue, symbol, hour)
+), priced AS (
+    -- quote currency per USD: stablecoins at par, TRY through USD/TRY, anything else unknown (null)
+    SELECT j.*, coalesce(t.trades, 0) AS trades,
+           CASE WHEN j.quote IN ('USDT', 'USDC', 'USD') THEN 1.0 WHEN j.quote = 'TRY' THEN fx.usd_try END
+               AS quote_per_usd
+    FROM joined j
+    LEFT JOIN trades t USING (venue, symbol, hour)
+    LEFT JOIN fx USING (hour)
+)
+SELECT venue, symbol, market, hour, mid_mean, spread_bps_mean, spread_bps_p50,
+       depth_quote_mean / quote_per_usd AS depth_usd_mean,
+       coalesce(volume_base, 0) AS volume_base,
+       coalesce(volume_quote, 0) / quote_per_usd AS volume_usd,
+       trades, volatility_1m, n_books
+FROM priced

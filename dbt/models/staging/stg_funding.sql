@@ -1,0 +1,1 @@
+SELECT venue, symbol, ts, funding_rate FROM {{ source('raw', 'funding') }}

@@ -1,0 +1,1 @@
+SELECT pair, ts, rate FROM {{ source('raw', 'fx') }}

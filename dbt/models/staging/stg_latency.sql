@@ -1,0 +1,1 @@
+SELECT venue, endpoint, ts, latency_ms, ok, error FROM {{ source('raw', 'latency') }}

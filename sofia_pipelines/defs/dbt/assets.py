@@ -1,0 +1,43 @@
+"""dbt models as daily-partitioned assets; dbt tests run as their asset checks."""
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_duckdb import DuckDBResource
+
+from sofia_pipelines.defs.dbt.project import dbt_project, prepare
+from sofia_pipelines.partitions import daily_partitions
+
+prepare()
+
+
+class SofiaTranslator(DagsterDbtTranslator):
+    """Raw sources keep dbt's default keys (raw/<table>, the raw assets'); models are grouped by folder."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "model":
+            return dbt_resource_props["fqn"][1]  # staging | marts
+        return super().get_group_name(dbt_resource_props)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, partitions_def=daily_partitions,
+            dagster_dbt_translator=SofiaTranslator(), name="sofia_dbt")
+def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
+    window = context.partition_time_window
+    dbt_vars = {"min_date": window.start.strftime("%Y-%m-%d %H:%M:%S"),
+                "max_date": window.end.strftime("%Y-%m-%d %H:%M:%S")}
+    # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE)
+    os.environ["SOFIA_WAREHOUSE"] = str(os.path.abspath(warehouse.database))
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+# A module with a Definitions object contributes only what it names. The venv's dbt runs whether or not
+# the venv is on PATH.
+defs = dg.Definitions(assets=[sofia_dbt_models], resources={"dbt": DbtCliResource(project_dir=dbt_project,
+                                                       dbt_executable=str(Path(sys.executable).with_name("dbt")))})
