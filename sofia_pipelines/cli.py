@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -14,9 +15,18 @@ console = Console()
 
 
 def _instance():
+    """The instance under DAGSTER_HOME (the Makefile sets it to .dagster/), so runs show in the UI;
+    ./.dagster when unset and present; otherwise an ephemeral one, said aloud."""
+    import os
+
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    if not os.environ.get("DAGSTER_HOME") and (Path.cwd() / ".dagster" / "dagster.yaml").exists():
+        os.environ["DAGSTER_HOME"] = str(Path.cwd() / ".dagster")
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    console.print("[yellow]DAGSTER_HOME is not set: runs go to an ephemeral instance and will not show in the UI")
+    return dg.DagsterInstance.ephemeral()
 
 
 def _partition_keys(start: str, end: str) -> list[str]:
@@ -46,7 +56,7 @@ def cmd_backfill(args) -> int:
     from sofia_pipelines.materialize import materialize_partitions
 
     keys = _partition_keys(args.start, args.end)
-    summary = materialize_partitions(defs, keys, _instance(), select=args.select,
+    summary = materialize_partitions(defs, keys, _instance(), select=args.select, log_level="WARNING",
                                      on_partition=lambda k, r: console.print(f"partition {k}: run {r.run_id}"))
     _print_graph_summary(summary)
     return 1 if summary.checks_failed else 0
@@ -55,7 +65,6 @@ def cmd_backfill(args) -> int:
 def cmd_demo(args) -> int:
     from sofia_pipelines.definitions import defs
     from sofia_pipelines.materialize import materialize_partitions
-    from sofia_runtime import paths
 
     started = time.perf_counter()
     source = defs.resources["market_source"].get()
@@ -63,10 +72,10 @@ def cmd_demo(args) -> int:
     if args.partitions:
         keys = keys[-args.partitions:]
     console.print(f"source {source.name}: materializing {len(keys)} partition(s) {keys[0]} … {keys[-1]}")
-    summary = materialize_partitions(defs, keys, _instance(),
+    summary = materialize_partitions(defs, keys, _instance(), log_level="WARNING",
                                      on_partition=lambda k, r: console.print(f"  partition {k} done"))
     _print_graph_summary(summary)
-    wh = paths.warehouse_path()
+    wh = Path(defs.resources["warehouse"].database)
     console.print(f"warehouse {wh}: {wh.stat().st_size / 2**20:.1f} MiB")
     console.print(f"demo wall time: {time.perf_counter() - started:.1f} s")
     return 1 if summary.checks_failed else 0

@@ -38,14 +38,16 @@ def graph_assets(defs: dg.Definitions, select: str | None = None) -> tuple[list,
 
 
 def materialize_partitions(defs: dg.Definitions, partition_keys: Iterable[str], instance: dg.DagsterInstance,
-                           select: str | None = None, on_partition=None) -> GraphRunSummary:
-    """One run per partition, in order; unpartitioned assets in the selection run in each."""
+                           select: str | None = None, on_partition=None, log_level: str = "INFO") -> GraphRunSummary:
+    """One run per partition, in order; unpartitioned assets in the selection run in each.
+    `log_level` is the console's; the run's events are stored in the instance whatever it is."""
     assets, selection = graph_assets(defs, select)
     summary = GraphRunSummary()
     started = time.perf_counter()
     for key in partition_keys:
         result = dg.materialize(assets, instance=instance, partition_key=key, resources=defs.resources,
-                                selection=selection, tags={"sofia/launched_by": "sofia-cli"})
+                                selection=selection, tags={"sofia/launched_by": "sofia-cli"},
+                                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
         summary.run_ids.append(result.run_id)
         _collect(result, key, summary)
         if on_partition:

@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 
 
+# A relative SOFIA_DATA_DIR is taken from where the process started, even if a library changes directory later.
+_START_DIR = Path.cwd()
+
+
 def data_dir() -> Path:
-    return Path(os.environ.get("SOFIA_DATA_DIR", "data")).resolve()
+    return (_START_DIR / os.environ.get("SOFIA_DATA_DIR", "data")).resolve()
 
 
 def warehouse_path() -> Path:

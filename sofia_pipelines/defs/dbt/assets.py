@@ -34,7 +34,11 @@ def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
                 "max_date": window.end.strftime("%Y-%m-%d %H:%M:%S")}
     # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE)
     os.environ["SOFIA_WAREHOUSE"] = str(os.path.abspath(warehouse.database))
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    cwd = os.getcwd()
+    try:
+        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream().fetch_row_counts()
+    finally:
+        os.chdir(cwd)  # counting rows runs dbt in-process, and dbt changes directory into the project
 
 
 # A module with a Definitions object contributes only what it names. The venv's dbt runs whether or not
