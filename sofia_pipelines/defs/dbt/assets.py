@@ -34,11 +34,19 @@ def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
                 "max_date": window.end.strftime("%Y-%m-%d %H:%M:%S")}
     # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE)
     os.environ["SOFIA_WAREHOUSE"] = str(os.path.abspath(warehouse.database))
-    cwd = os.getcwd()
-    try:
-        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream().fetch_row_counts()
-    finally:
-        os.chdir(cwd)  # counting rows runs dbt in-process, and dbt changes directory into the project
+    invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, raise_on_error=False)
+    events = list(invocation.stream())
+    # dbt has exited and released the file: count each mart's rows in the window for the UI
+    with warehouse.get_connection() as conn:
+        for event in events:
+            if isinstance(event, dg.Output) and context.asset_key_for_output(event.output_name).path[0] == "marts":
+                table = ".".join(context.asset_key_for_output(event.output_name).path)
+                rows = conn.execute(f"SELECT count(*) FROM {table} WHERE hour >= ? AND hour < ?",
+                                    [window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)]).fetchall()
+                event = event.with_metadata({**event.metadata, "dagster/row_count": dg.MetadataValue.int(rows[0][0])})
+            yield event
+    if not invocation.is_successful():
+        raise invocation.get_error()
 
 
 # A module with a Definitions object contributes only what it names. The venv's dbt runs whether or not

@@ -1,0 +1,50 @@
+"""Checks that guard money decisions on fees, markets and tax rules (blocking)."""
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from sofia_pipelines.warehouse import read_window
+from sofia_runtime.schemas import FEE_TABLE, MARKETS, TAX_RULES
+
+MAX_FEE = 0.01
+
+
+def _read(warehouse: DuckDBResource, schema) -> pl.DataFrame:
+    with warehouse.get_connection() as conn:
+        return read_window(conn, "analytics", schema)
+
+
+@dg.asset_check(asset="fee_table", blocking=True, description="Every fee is within [0, 1 %].")
+def fees_within_bounds(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    fees = _read(warehouse, FEE_TABLE)
+    bad = fees.filter(~pl.col("maker").is_between(0, MAX_FEE) | ~pl.col("taker").is_between(0, MAX_FEE))
+    return dg.AssetCheckResult(passed=bad.is_empty(), metadata={"out_of_bounds": bad.height},
+                               description=None if bad.is_empty() else f"fees outside [0, 1 %]: {bad.head(3).rows()}")
+
+
+@dg.asset_check(asset="fee_table", blocking=True, additional_deps=["markets"],
+                description="Every traded venue and symbol has exactly one selected fee tier.")
+def every_market_has_a_fee(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    fees = _read(warehouse, FEE_TABLE).filter(pl.col("selected"))
+    traded = _read(warehouse, MARKETS).select("venue", "symbol")
+    counts = traded.join(fees.group_by("venue", "symbol").len(), on=["venue", "symbol"], how="left")
+    bad = counts.filter(pl.col("len").is_null() | (pl.col("len") != 1))
+    return dg.AssetCheckResult(passed=bad.is_empty(), metadata={"markets": traded.height, "without_one_fee": bad.height},
+                               description=None if bad.is_empty() else f"no single selected fee: {bad.head(5).rows()}")
+
+
+@dg.asset_check(asset="tax_rules", blocking=True,
+                description="No rule id has overlapping validity; proposed rules are off unless switched on.")
+def tax_rules_well_formed(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    rules = _read(warehouse, TAX_RULES).sort("rule_id", "valid_from")
+    overlap = rules.with_columns(pl.col("valid_to").shift().over("rule_id").alias("prev_to"),
+                                 pl.col("rule_id").is_duplicated().alias("dup")).filter(
+        pl.col("dup") & (pl.col("prev_to").is_null() | (pl.col("prev_to") > pl.col("valid_from"))))
+    bad_rate = rules.filter(~pl.col("rate").is_between(0, 1))
+    problems = [f"overlapping validity for {overlap['rule_id'].to_list()}"] if overlap.height else []
+    problems += [f"rate outside [0, 1] for {bad_rate['rule_id'].to_list()}"] if bad_rate.height else []
+    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems) or None,
+                               metadata={"rules": rules.height,
+                                         "proposed_enabled": rules.filter((pl.col("status") == "proposed")
+                                                                          & pl.col("enabled")).height})

@@ -1,0 +1,29 @@
+"""Fee lookups the runtime and the pipelines share: the selected tier's maker/taker for a venue and symbol
+on a date, and fee amounts as Decimal."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import polars as pl
+
+
+class FeeSchedule:
+    def __init__(self, fee_table: pl.DataFrame):
+        self._rows = fee_table.filter(pl.col("selected"))
+
+    def rate(self, venue: str, symbol: str, liquidity: str, on: date) -> float:
+        """The maker or taker rate in force on `on`; KeyError naming the venue and symbol when there is none."""
+        if liquidity not in ("maker", "taker"):
+            raise ValueError(f"liquidity must be maker or taker, not {liquidity!r}")
+        rows = self._rows.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)
+                                 & (pl.col("valid_from") <= on)
+                                 & (pl.col("valid_to").is_null() | (pl.col("valid_to") > on)))
+        if rows.is_empty():
+            raise KeyError(f"no fee for {venue} {symbol} on {on}")
+        return float(rows.sort("valid_from")[-1, liquidity])
+
+    def fee(self, venue: str, symbol: str, liquidity: str, on: date, notional: Decimal,
+            quantum: Decimal = Decimal("0.00000001")) -> Decimal:
+        return (notional * Decimal(str(self.rate(venue, symbol, liquidity, on)))).quantize(quantum, ROUND_HALF_EVEN)

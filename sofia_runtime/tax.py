@@ -1,0 +1,204 @@
+"""Turkish tax model: gross P&L -> fees -> transaction tax -> withholding and profit tax -> net.
+
+`net_pnl` keeps FIFO lots per account and asset. Money is Decimal throughout. Taxes are computed in TRY
+(USD/TRY from the data) on year-to-date gains at each quarter end, so a loss offsets gains earlier in its
+calendar year (the quarter's tax can be negative: a credit) and never crosses into the next year.
+Every component is reported in the quote currency of the fill (USDT) and in TRY, and in each currency
+gross = fees + transaction_tax + withholding + profit_tax + net exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+ZERO = Decimal(0)
+# Conversions to USDT divide by USD/TRY; rounding them to a fixed quantum keeps every later sum exact.
+USDT_QUANTUM = Decimal("1e-12")
+
+
+@dataclass(frozen=True)
+class TaxRule:
+    rule_id: str
+    kind: str
+    rate: Decimal
+    valid_from: date
+    valid_to: date | None
+    status: str
+    enabled: bool
+    source: str = ""
+
+    def applies(self, day: date) -> bool:
+        return self.enabled and self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
+
+
+def rules_from_config(config: Mapping, proposed_start: date | None = None) -> list[TaxRule]:
+    """Rules from tax_rules.yaml. Proposed rules are on only when the config or SOFIA_TAX_PROPOSED_START
+    says so, and then from the later of their own date and the start date."""
+    switch = config.get("proposed_rules", {})
+    env = os.environ.get("SOFIA_TAX_PROPOSED_START")
+    if proposed_start is None and env:
+        proposed_start = date.fromisoformat(env)
+    if proposed_start is None and switch.get("enabled"):
+        proposed_start = switch["start"]
+    rules = []
+    for r in config["rules"]:
+        if r["status"] not in ("enacted", "proposed"):
+            raise ValueError(f"tax rule {r['rule_id']}: status must be enacted or proposed, not {r['status']!r}")
+        valid_from = r["valid_from"]
+        enabled = r["status"] == "enacted"
+        if r["status"] == "proposed" and proposed_start is not None:
+            enabled, valid_from = True, max(valid_from, proposed_start)
+        rules.append(TaxRule(r["rule_id"], r["kind"], Decimal(str(r["rate"])), valid_from, r.get("valid_to"),
+                             r["status"], enabled, r.get("source", "")))
+    return rules
+
+
+def rate_on(rules: Iterable[TaxRule], kind: str, day: date) -> Decimal:
+    active = [r for r in rules if r.kind == kind and r.applies(day)]
+    return max(active, key=lambda r: r.valid_from).rate if active else ZERO
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One execution. `fee` is in the quote currency; `price` and `amount` as the venue reports them."""
+    account: str
+    venue: str
+    symbol: str
+    side: str  # "buy" | "sell"
+    ts: datetime
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    trade_id: str = ""
+
+    @property
+    def base(self) -> str:
+        return self.symbol.split("/")[0]
+
+    @property
+    def quote(self) -> str:
+        return self.symbol.split("/")[1].split(":")[0]
+
+
+@dataclass
+class TradePnl:
+    trade_id: str
+    account: str
+    symbol: str
+    ts: datetime
+    quote: str
+    gross: Decimal
+    fees: Decimal
+    transaction_tax: Decimal
+    usd_try: Decimal
+
+    def in_try(self, value: Decimal) -> Decimal:
+        return value if self.quote == "TRY" else value * self.usd_try
+
+    def in_usdt(self, value: Decimal) -> Decimal:
+        return (value / self.usd_try).quantize(USDT_QUANTUM) if self.quote == "TRY" else value
+
+
+@dataclass
+class PnlReport:
+    trades: list[TradePnl]
+    quarters: list[dict] = field(default_factory=list)  # one row per account, year, quarter
+    days: list[dict] = field(default_factory=list)       # one row per account and day
+
+
+COMPONENTS = ("gross", "fees", "transaction_tax", "withholding", "profit_tax", "net")
+
+
+def net_pnl(fills: Iterable[Fill], rules: list[TaxRule], usd_try: Callable[[datetime], Decimal]) -> PnlReport:
+    """Realized P&L per trade, day and quarter. A buy opens a FIFO lot whose cost includes its fee; a sell
+    closes lots oldest first. `usd_try(ts)` gives TRY per USD at a time."""
+    lots: dict[tuple[str, str, str], deque[list[Decimal]]] = defaultdict(deque)  # [amount, price, fee per unit]
+    trades: list[TradePnl] = []
+    for f in sorted(fills, key=lambda f: (f.ts, f.trade_id)):
+        key = (f.account, f.base, f.quote)
+        if f.side == "buy":
+            lots[key].append([f.amount, f.price, f.fee / f.amount if f.amount else ZERO])
+            continue
+        if f.side != "sell":
+            raise ValueError(f"fill {f.trade_id}: side must be buy or sell, not {f.side!r}")
+        remaining, cost, buy_fees = f.amount, ZERO, ZERO
+        while remaining > 0:
+            if not lots[key]:
+                raise ValueError(f"fill {f.trade_id}: sells {f.amount} {f.base} in account {f.account} "
+                                 f"with only {f.amount - remaining} held (no short selling in the tax ledger)")
+            lot = lots[key][0]
+            take = min(remaining, lot[0])
+            cost += take * lot[1]
+            buy_fees += take * lot[2]
+            lot[0] -= take
+            remaining -= take
+            if lot[0] == 0:
+                lots[key].popleft()
+        proceeds = f.amount * f.price
+        txn = proceeds * rate_on(rules, "transaction_tax", f.ts.date())
+        trades.append(TradePnl(f.trade_id, f.account, f.symbol, f.ts, f.quote, proceeds - cost, f.fee + buy_fees,
+                               txn, usd_try(f.ts)))
+    return PnlReport(trades, _quarters(trades, rules), _days(trades))
+
+
+def _quarter(ts: datetime) -> tuple[int, int]:
+    return ts.year, (ts.month - 1) // 3 + 1
+
+
+def _quarters(trades: list[TradePnl], rules: list[TaxRule]) -> list[dict]:
+    by_q: dict[tuple[str, int, int], list[TradePnl]] = defaultdict(list)
+    for t in trades:
+        by_q[(t.account, *_quarter(t.ts))].append(t)
+    rows = []
+    ytd_gain: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    assessed: dict[tuple[str, int, str], Decimal] = defaultdict(Decimal)
+    for (account, year, q), ts in sorted(by_q.items()):
+        last = max(ts, key=lambda t: t.ts)
+        quarter_end = last.ts.date()
+        gross_try = sum((t.in_try(t.gross) for t in ts), ZERO)
+        fees_try = sum((t.in_try(t.fees) for t in ts), ZERO)
+        txn_try = sum((t.in_try(t.transaction_tax) for t in ts), ZERO)
+        ytd_gain[(account, year)] += gross_try - fees_try - txn_try
+        base = max(ytd_gain[(account, year)], ZERO)
+        due = {}
+        withholding_rate = rate_on(rules, "withholding", quarter_end)
+        cit = max(rate_on(rules, "corporate_income_tax", quarter_end), rate_on(rules, "minimum_tax", quarter_end))
+        for kind, rate in (("withholding", withholding_rate), ("profit_tax", cit)):
+            total = base * rate
+            due[kind] = total - assessed[(account, year, kind)]
+            assessed[(account, year, kind)] = total
+        # withholding is a prepayment of the profit tax: only the remainder is due as profit tax
+        due["profit_tax"] -= due["withholding"] if cit else ZERO
+        rate = last.usd_try
+        row = {"account": account, "year": year, "quarter": q, "usd_try": rate,
+               "gross_try": gross_try, "fees_try": fees_try, "transaction_tax_try": txn_try,
+               "withholding_try": due["withholding"], "profit_tax_try": due["profit_tax"]}
+        row["net_try"] = gross_try - fees_try - txn_try - due["withholding"] - due["profit_tax"]
+        for comp in ("gross", "fees", "transaction_tax"):
+            row[f"{comp}_usdt"] = sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO)
+        row["withholding_usdt"] = (due["withholding"] / rate).quantize(USDT_QUANTUM)
+        row["profit_tax_usdt"] = (due["profit_tax"] / rate).quantize(USDT_QUANTUM)
+        row["net_usdt"] = row["gross_usdt"] - row["fees_usdt"] - row["transaction_tax_usdt"] \
+            - row["withholding_usdt"] - row["profit_tax_usdt"]
+        rows.append(row)
+    return rows
+
+
+def _days(trades: list[TradePnl]) -> list[dict]:
+    by_day: dict[tuple[str, date], list[TradePnl]] = defaultdict(list)
+    for t in trades:
+        by_day[(t.account, t.ts.date())].append(t)
+    rows = []
+    for (account, day), ts in sorted(by_day.items()):
+        row = {"account": account, "day": day}
+        for comp in ("gross", "fees", "transaction_tax"):
+            row[f"{comp}_usdt"] = sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO)
+            row[f"{comp}_try"] = sum((t.in_try(getattr(t, comp)) for t in ts), ZERO)
+        row["pre_tax_usdt"] = row["gross_usdt"] - row["fees_usdt"] - row["transaction_tax_usdt"]
+        rows.append(row)
+    return rows
