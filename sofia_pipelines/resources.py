@@ -6,6 +6,7 @@ Storage stays behind `warehouse` so that moving it (another DuckDB file, MotherD
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -14,7 +15,9 @@ from sofia_runtime import paths
 
 
 def warehouse_resource() -> DuckDBResource:
-    return DuckDBResource(database=os.environ.get("SOFIA_WAREHOUSE", str(paths.warehouse_path())))
+    database = Path(os.environ.get("SOFIA_WAREHOUSE", str(paths.warehouse_path())))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return DuckDBResource(database=str(database))
 
 
 class MarketSourceResource(dg.ConfigurableResource):

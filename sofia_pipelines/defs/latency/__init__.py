@@ -1,0 +1,1 @@
+"""Latency (A): the latency heatmap and the route table."""

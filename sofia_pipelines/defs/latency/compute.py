@@ -1,0 +1,72 @@
+"""Latency percentiles by venue, endpoint and hour, and the cheapest venue per symbol, side and hour."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from sofia_runtime.schemas import ROUTE_TABLE, TableSchema
+
+LATENCY_HEATMAP = TableSchema(
+    "latency_heatmap",
+    {"venue": pl.Utf8, "endpoint": pl.Utf8, "view": pl.Utf8, "bucket": pl.Int64, "samples": pl.Int64,
+     "error_rate": pl.Float64, "p50_ms": pl.Float64, "p95_ms": pl.Float64, "p99_ms": pl.Float64},
+    keys=("venue", "endpoint", "view", "bucket"), nullable=frozenset({"p50_ms", "p95_ms", "p99_ms"}),
+    time_column=None,
+    description="latency percentiles and error rate per venue x endpoint x hour of day (view=hour_of_day, "
+                "bucket 0-23) and hour of week (view=hour_of_week, bucket 0-167, Monday 00 UTC = 0)")
+
+# A venue-hour whose probes fail more often than this is not routed to.
+MAX_ROUTE_ERROR_RATE = 0.2
+SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def latency_heatmap(probes: pl.DataFrame) -> pl.DataFrame:
+    """Exact percentiles over the successful probes; error rate over all of them."""
+    views = {"hour_of_day": pl.col("ts").dt.hour().cast(pl.Int64),
+             "hour_of_week": ((pl.col("ts").dt.weekday() - 1) * 24 + pl.col("ts").dt.hour()).cast(pl.Int64)}
+    ok = pl.col("latency_ms").filter(pl.col("ok"))
+    frames = [probes.group_by("venue", "endpoint", expr.alias("bucket")).agg(
+        pl.lit(view).alias("view"), pl.len().cast(pl.Int64).alias("samples"),
+        (1 - pl.col("ok").mean()).alias("error_rate"),
+        ok.quantile(0.50, "linear").alias("p50_ms"), ok.quantile(0.95, "linear").alias("p95_ms"),
+        ok.quantile(0.99, "linear").alias("p99_ms")) for view, expr in views.items()]
+    out = pl.concat(frames, how="diagonal").sort("venue", "endpoint", "view", "bucket")
+    return LATENCY_HEATMAP.conform(out, "latency_heatmap")
+
+
+def venue_costs(liquidity: pl.DataFrame, latency: pl.DataFrame, fees: pl.DataFrame, notional_usd: float) -> pl.DataFrame:
+    """Expected all-in cost in bps of a taker order of `notional_usd` per venue, symbol and UTC hour of day:
+    taker fee + half the spread + slippage while the order travels (E|move| over the private REST p50
+    latency at the hour's volatility: sigma_per_s * sqrt(t) * sqrt(2/pi)) + impact beyond top-of-book depth
+    (half a spread for each multiple of the depth the order eats)."""
+    liq = liquidity.group_by("venue", "symbol", pl.col("hour").dt.hour().cast(pl.Int64).alias("hour")).agg(
+        pl.col("spread_bps_mean").mean().alias("spread_bps"), pl.col("volatility_1m").mean().alias("vol_1m"),
+        pl.col("depth_usd_mean").mean().alias("depth_usd"))
+    lat = latency.filter(pl.col("endpoint") == "private_rest").group_by(
+        "venue", pl.col("hour").dt.hour().cast(pl.Int64).alias("hour")).agg(
+        pl.col("p50_ms").mean().alias("latency_ms"), pl.col("error_rate").mean().alias("error_rate"))
+    taker = fees.filter(pl.col("selected")).select("venue", "symbol", (pl.col("taker") * 1e4).alias("fee_bps"))
+    return (liq.join(lat, on=["venue", "hour"], how="left").join(taker, on=["venue", "symbol"], how="inner")
+            .with_columns(
+                (pl.col("vol_1m") / math.sqrt(60) * (pl.col("latency_ms") / 1000).sqrt() * SQRT_2_OVER_PI * 1e4)
+                .fill_null(0.0).alias("slippage_bps"),
+                (pl.col("spread_bps") / 2 * (notional_usd / pl.col("depth_usd") - 1).clip(lower_bound=0))
+                .fill_null(0.0).alias("impact_bps"))
+            .with_columns((pl.col("fee_bps") + pl.col("spread_bps") / 2 + pl.col("slippage_bps")
+                           + pl.col("impact_bps")).alias("cost_bps")))
+
+
+def route_table(costs: pl.DataFrame, notional_usd: float) -> pl.DataFrame:
+    """Per symbol, side and hour: the cheapest venue, the runner-up and the margin between them. The cost
+    model is symmetric in side (spread, latency and depth are per venue-hour), so both sides carry it."""
+    usable = costs.filter(pl.col("error_rate").fill_null(0.0) <= MAX_ROUTE_ERROR_RATE).sort("cost_bps")
+    ranked = usable.group_by("symbol", "hour", maintain_order=True).agg(
+        pl.col("venue").first().alias("best_venue"), pl.col("cost_bps").first().alias("best_cost_bps"),
+        pl.col("venue").get(1, null_on_oob=True).alias("runner_up_venue"),
+        pl.col("cost_bps").get(1, null_on_oob=True).alias("runner_up_cost_bps"))
+    out = (ranked.with_columns((pl.col("runner_up_cost_bps") - pl.col("best_cost_bps")).alias("margin_bps"),
+                               pl.lit(notional_usd).alias("notional_usd"))
+           .join(pl.DataFrame({"side": ["buy", "sell"]}), how="cross").sort("symbol", "side", "hour"))
+    return ROUTE_TABLE.conform(out, "route_table")
