@@ -1,0 +1,1 @@
+"""Symbols (E): symbol rankings and the session schedule."""
