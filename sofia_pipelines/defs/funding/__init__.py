@@ -1,0 +1,1 @@
+"""Funding (F): delta-neutral spot/perp carry opportunities."""
