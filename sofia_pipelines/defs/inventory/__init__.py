@@ -1,0 +1,1 @@
+"""Inventory (C): target balances per venue and asset, and the cheapest transfers to reach them."""
