@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import duckdb
 import dagster as dg
 import pytest
 
 from sofia_pipelines.materialize import materialize_partitions
 from sofia_runtime import paths
+from sofia_runtime.snapshot import load_current
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +31,7 @@ def code_location(data_dir):
     )
 
 
-def test_backfill_all_seven_partitions(code_location, data_dir):
+def test_backfill_all_seven_partitions_then_read_the_snapshot(code_location, data_dir):
     instance = dg.DagsterInstance.ephemeral()
     summary = materialize_partitions(code_location, SIM_DAYS, instance)
 
@@ -43,3 +46,10 @@ def test_backfill_all_seven_partitions(code_location, data_dir):
     for name, asset in summary.assets.items():
         if name.startswith("raw/"):
             assert len(asset.partitions) == 7, name
+
+    snapshot = load_current(paths.serving_dir())
+    assert snapshot.manifest["partition"] == SIM_DAYS[-1]
+    for table in ("route_table", "fee_table", "fill_model", "session_schedule", "funding_opportunities",
+                  "inventory_targets", "risk_limits", "markets", "tax_rules", "replay_books", "replay_trades"):
+        assert snapshot.tables[table].height > 0, table
+    assert snapshot.tables["replay_books"]["ts"].dt.date().unique().to_list() == [date(2026, 10, 31)]

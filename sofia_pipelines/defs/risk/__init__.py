@@ -1,0 +1,1 @@
+"""Risk (H): the limits the runtime trades within."""

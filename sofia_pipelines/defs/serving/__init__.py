@@ -1,0 +1,1 @@
+"""Serving: the snapshot of runtime-facing tables the trading runtime reads."""

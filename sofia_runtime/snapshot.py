@@ -1,0 +1,159 @@
+"""The serving snapshot: the tables the runtime trades on, handed over as files.
+
+    <serving>/<snapshot_id>/<table>.parquet   one per runtime-facing table
+    <serving>/<snapshot_id>/manifest.json     snapshot_id, created_at, partition, per table rows/sha256/columns
+    <serving>/CURRENT                         the live snapshot id, switched by atomic rename
+
+A reader validates the manifest, every table's hash, row count and schema, and the snapshot's age before
+trading on it; `SnapshotWatcher` keeps the last good snapshot when a new CURRENT is bad.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+from sofia_runtime.schemas import REPLAY_TABLES, SERVING_TABLES
+
+ALL_TABLES = {**SERVING_TABLES, **REPLAY_TABLES}
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that must not be traded on; the message says which table and what is wrong."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(tables: dict[str, pl.DataFrame], partition: str, serving_dir: Path, keep: int = 5) -> str:
+    """Write every runtime-facing table, then switch CURRENT to the new snapshot; prune to the last `keep`."""
+    missing = sorted(set(ALL_TABLES) - set(tables))
+    if missing:
+        raise SnapshotError(f"snapshot for {partition} lacks table(s) {missing}")
+    created = datetime.now(timezone.utc)
+    snapshot_id = f"{created:%Y%m%dT%H%M%S}-{partition}-{uuid.uuid4().hex[:6]}"
+    staging = serving_dir / f".{snapshot_id}.tmp"
+    staging.mkdir(parents=True)
+    manifest = {"snapshot_id": snapshot_id, "created_at": created.isoformat(), "partition": partition, "tables": {}}
+    for name, schema in ALL_TABLES.items():
+        df = schema.conform(tables[name], f"snapshot table {name}")
+        path = staging / f"{name}.parquet"
+        df.write_parquet(path)
+        manifest["tables"][name] = {"rows": df.height, "sha256": _sha256(path), "columns": list(df.columns)}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for path in staging.iterdir():
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    final = serving_dir / snapshot_id
+    staging.rename(final)
+    pointer = serving_dir / f".CURRENT.{snapshot_id}"
+    pointer.write_text(snapshot_id + "\n")
+    os.replace(pointer, serving_dir / "CURRENT")
+    _fsync_dir(serving_dir)
+    _prune(serving_dir, keep, snapshot_id)
+    return snapshot_id
+
+
+def _prune(serving_dir: Path, keep: int, current: str) -> None:
+    snapshots = sorted(p for p in serving_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in snapshots[:-keep] if keep > 0 else []:
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_id: str
+    path: Path
+    manifest: dict
+    tables: dict[str, pl.DataFrame]
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(self.manifest["created_at"])
+
+
+def current_id(serving_dir: Path) -> str:
+    pointer = serving_dir / "CURRENT"
+    if not pointer.exists():
+        raise SnapshotError(f"no snapshot published: {pointer} does not exist (materialize serving_snapshot)")
+    return pointer.read_text().strip()
+
+
+def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | None = None) -> Snapshot:
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"{manifest_path}: unreadable manifest: {exc}") from exc
+    if max_age is not None:
+        age = (now or datetime.now(timezone.utc)) - datetime.fromisoformat(manifest["created_at"])
+        if age > max_age:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']} is stale: created {age} ago, limit {max_age}")
+    tables = {}
+    for name, schema in ALL_TABLES.items():
+        entry = manifest["tables"].get(name)
+        if entry is None:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: table {name} missing from the manifest")
+        file = path / f"{name}.parquet"
+        if not file.exists():
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {file} is missing")
+        if _sha256(file) != entry["sha256"]:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name}.parquet does not match its sha256 "
+                                f"in the manifest (truncated or changed)")
+        try:
+            df = pl.read_parquet(file)
+        except Exception as exc:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name}.parquet unreadable: {exc}") from exc
+        if df.height != entry["rows"]:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} has {df.height} rows, "
+                                f"manifest says {entry['rows']}")
+        if df.schema != schema.polars_schema:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} schema {dict(df.schema)} is not "
+                                f"{dict(schema.polars_schema)}")
+        tables[name] = df
+    return Snapshot(manifest["snapshot_id"], path, manifest, tables)
+
+
+def load_current(serving_dir: Path, max_age: timedelta | None = None) -> Snapshot:
+    return load_snapshot(serving_dir / current_id(serving_dir), max_age)
+
+
+class SnapshotWatcher:
+    """Follows CURRENT; a new snapshot replaces the held one only when it validates."""
+
+    def __init__(self, serving_dir: Path, max_age: timedelta | None = None):
+        self.serving_dir, self.max_age = serving_dir, max_age
+        self.snapshot: Snapshot | None = None
+        self.last_error: str | None = None
+
+    def poll(self) -> Snapshot | None:
+        try:
+            sid = current_id(self.serving_dir)
+            if self.snapshot is None or sid != self.snapshot.snapshot_id:
+                self.snapshot = load_snapshot(self.serving_dir / sid, self.max_age)
+            self.last_error = None
+        except SnapshotError as exc:
+            self.last_error = str(exc)
+        return self.snapshot

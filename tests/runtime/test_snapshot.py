@@ -1,0 +1,82 @@
+"""The serving-snapshot contract: written whole, switched atomically, refused when bad."""
+
+import json
+import sys
+import subprocess
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from sofia_runtime.schemas import REPLAY_TABLES, SERVING_TABLES
+from sofia_runtime.snapshot import SnapshotError, SnapshotWatcher, current_id, load_current, write_snapshot
+
+
+def _tables() -> dict[str, pl.DataFrame]:
+    tables = {name: schema.empty() for name, schema in {**SERVING_TABLES, **REPLAY_TABLES}.items()}
+    tables["fee_table"] = pl.DataFrame({
+        "venue": ["binance"], "symbol": ["BTC/USDT"], "market": ["spot"], "tier": ["VIP0"], "min_volume_30d_usd": [0.0],
+        "maker": [0.001], "taker": [0.001], "funding_interval_hours": [None], "valid_from": [date(2024, 1, 1)],
+        "valid_to": [None], "source": ["test"], "selected": [True]})
+    return tables
+
+
+def test_round_trip_and_current_switch(tmp_path):
+    first = write_snapshot(_tables(), "2026-10-30", tmp_path)
+    second = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    assert current_id(tmp_path) == second != first
+    snap = load_current(tmp_path)
+    assert snap.manifest["partition"] == "2026-10-31"
+    assert snap.tables["fee_table"].equals(SERVING_TABLES["fee_table"].conform(_tables()["fee_table"], "t"))
+    assert snap.manifest["tables"]["fee_table"]["rows"] == 1 and len(snap.manifest["tables"]["fee_table"]["sha256"]) == 64
+
+
+def test_missing_table_is_refused_before_anything_is_written(tmp_path):
+    tables = _tables()
+    del tables["route_table"]
+    with pytest.raises(SnapshotError, match="lacks table"):
+        write_snapshot(tables, "2026-10-31", tmp_path)
+    assert not (tmp_path / "CURRENT").exists()
+
+
+def test_truncated_file_wrong_hash_and_stale_are_refused(tmp_path):
+    sid = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    fee = tmp_path / sid / "fee_table.parquet"
+    original = fee.read_bytes()
+    fee.write_bytes(original[: len(original) // 2])
+    with pytest.raises(SnapshotError, match="fee_table.parquet does not match its sha256"):
+        load_current(tmp_path)
+    fee.write_bytes(original)
+    manifest_path = tmp_path / sid / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tables"]["markets"]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match="markets.parquet does not match"):
+        load_current(tmp_path)
+    sid = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    with pytest.raises(SnapshotError, match="is stale"):
+        load_current(tmp_path, max_age=timedelta(seconds=-1))
+    assert load_current(tmp_path, max_age=timedelta(hours=1)).snapshot_id == sid
+
+
+def test_watcher_keeps_the_last_good_snapshot(tmp_path):
+    good = write_snapshot(_tables(), "2026-10-30", tmp_path)
+    watcher = SnapshotWatcher(tmp_path)
+    assert watcher.poll().snapshot_id == good
+    bad = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    (tmp_path / bad / "route_table.parquet").write_bytes(b"not parquet")
+    assert watcher.poll().snapshot_id == good
+    assert "route_table" in watcher.last_error
+
+
+def test_pruning_keeps_the_last_n(tmp_path):
+    ids = [write_snapshot(_tables(), f"2026-10-{d}", tmp_path, keep=2) for d in range(25, 30)]
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert kept == sorted(ids[-2:])
+
+
+def test_runtime_modules_do_not_import_the_orchestration_stack():
+    code = ("import sys, sofia_runtime.snapshot, sofia_runtime.tax, sofia_runtime.fees, sofia_runtime.fill_model;"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'dbt', 'great_expectations')];"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
