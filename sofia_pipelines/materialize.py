@@ -70,7 +70,8 @@ def _collect(result: dg.ExecuteInProcessResult, partition_key: str, summary: Gra
         entry.partitions.add(m.partition or "-")
         rows = m.metadata.get("dagster/row_count")
         if rows is not None:
-            entry.rows += int(rows.value)
+            # an unpartitioned asset is rebuilt whole by every run: its rows are the latest run's
+            entry.rows = int(rows.value) + (entry.rows if m.partition else 0)
         # a multi-asset step (dbt) shares its time among the assets it materialized
         entry.seconds += step_seconds.get(mat.step_key, 0.0) / assets_per_step[mat.step_key]
     for evaluation in result.get_asset_check_evaluations():
