@@ -1,5 +1,7 @@
 """Fill-probability model asset and its calibration check (daily-partitioned)."""
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -37,26 +39,35 @@ def calibration_png(table: pl.DataFrame):
           deps=[dg.AssetKey(["raw", "books"]), dg.AssetKey(["raw", "trades"])],
           description="p(fill within 60 s) for a limit order by distance from mid (in spreads), short-term "
                       "volatility and side, per venue and symbol: A*exp(-k*d)*(vol/vol_ref)^beta intensity fitted "
-                      "by maximum likelihood on even hours of the tape; calibration judged on the odd hours.")
+                      "by maximum likelihood on the day's tape; calibration judged on the day before (held out), "
+                      "or on the day's odd hours when there is no day before.")
 def fill_model_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
+    held_out_start = start - timedelta(days=1)
     with warehouse.get_connection() as conn:
-        samples = fill_samples(read_window(conn, "raw", RAW_TABLES["books"], start, end),
-                               read_window(conn, "raw", RAW_TABLES["trades"], start, end), HORIZON_S)
-        test = held_out(samples)
-        model = fit_fill_model(samples.filter(~test))
-        table = calibration(model, samples.filter(test)).with_columns(pl.col("n").cast(pl.Int64))
+        books = read_window(conn, "raw", RAW_TABLES["books"], held_out_start, end)
+        trades = read_window(conn, "raw", RAW_TABLES["trades"], held_out_start, end)
+        samples = fill_samples(books, trades, HORIZON_S)
+        day = pl.from_epoch(samples["ts"], time_unit="ms") >= start if samples.height else pl.Series([], dtype=pl.Boolean)
+        if samples.filter(~day).height:  # the day before is the held-out day
+            fit_on, judge_on, held_out_what = samples.filter(day), samples.filter(~day), f"{held_out_start.date()}"
+        else:  # no earlier day in the warehouse: hold out the odd hours of this one
+            test = held_out(samples)
+            fit_on, judge_on, held_out_what = samples.filter(~test), samples.filter(test), "odd hours of the day"
+        model = fit_fill_model(fit_on)
+        table = calibration(model, judge_on).with_columns(pl.col("n").cast(pl.Int64))
         replace_day(conn, "analytics", FILL_MODEL, model, start.date())
         replace_day(conn, "analytics", CALIBRATION, table, start.date())
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(model.height), "samples": samples.height,
+        "dagster/row_count": dg.MetadataValue.int(model.height), "samples": fit_on.height,
+        "held_out": held_out_what, "held_out_samples": judge_on.height,
         "brier_mean": float(model["brier"].mean()), "calibration_error": expected_calibration_error(table),
         "calibration": preview(table), "calibration_chart": png_markdown(calibration_png(table)),
         "preview": preview(model)})
 
 
 @dg.asset_check(asset="fill_model", blocking=True, partitions_def=daily_partitions,
-                description=f"Probabilities are in [0, 1] and the model is calibrated on held-out hours within "
+                description=f"Probabilities are in [0, 1] and the model is calibrated on held-out data within "
                             f"{MAX_CALIBRATION_ERROR:.0%} (sample-weighted mean |predicted - observed|).")
 def fill_model_calibrated(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
     day = partition_window(context.partition_key)[0].date()
