@@ -17,8 +17,13 @@ from datetime import date, datetime
 from decimal import Decimal
 
 ZERO = Decimal(0)
-# Conversions to USDT divide by USD/TRY; rounding them to a fixed quantum keeps every later sum exact.
+# Reported amounts are rounded to a fixed quantum (far below any currency's minor unit) so that sums of
+# them are exact and net can be defined as gross minus the other components.
 USDT_QUANTUM = Decimal("1e-12")
+
+
+def q(value: Decimal) -> Decimal:
+    return value.quantize(USDT_QUANTUM)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class TradePnl:
         return value if self.quote == "TRY" else value * self.usd_try
 
     def in_usdt(self, value: Decimal) -> Decimal:
-        return (value / self.usd_try).quantize(USDT_QUANTUM) if self.quote == "TRY" else value
+        return q(value / self.usd_try) if self.quote == "TRY" else value
 
 
 @dataclass
@@ -134,15 +139,15 @@ def net_pnl(fills: Iterable[Fill], rules: list[TaxRule], usd_try: Callable[[date
             lot = lots[key][0]
             take = min(remaining, lot[0])
             cost += take * lot[1]
-            buy_fees += take * lot[2]
+            buy_fees += q(take * lot[2])
             lot[0] -= take
             remaining -= take
             if lot[0] == 0:
                 lots[key].popleft()
         proceeds = f.amount * f.price
         txn = proceeds * rate_on(rules, "transaction_tax", f.ts.date())
-        trades.append(TradePnl(f.trade_id, f.account, f.symbol, f.ts, f.quote, proceeds - cost, f.fee + buy_fees,
-                               txn, usd_try(f.ts)))
+        trades.append(TradePnl(f.trade_id, f.account, f.symbol, f.ts, f.quote, q(proceeds - cost), q(f.fee + buy_fees),
+                               q(txn), usd_try(f.ts)))
     return PnlReport(trades, _quarters(trades, rules), _days(trades))
 
 
@@ -157,32 +162,32 @@ def _quarters(trades: list[TradePnl], rules: list[TaxRule]) -> list[dict]:
     rows = []
     ytd_gain: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
     assessed: dict[tuple[str, int, str], Decimal] = defaultdict(Decimal)
-    for (account, year, q), ts in sorted(by_q.items()):
+    for (account, year, quarter), ts in sorted(by_q.items()):
         last = max(ts, key=lambda t: t.ts)
         quarter_end = last.ts.date()
-        gross_try = sum((t.in_try(t.gross) for t in ts), ZERO)
-        fees_try = sum((t.in_try(t.fees) for t in ts), ZERO)
-        txn_try = sum((t.in_try(t.transaction_tax) for t in ts), ZERO)
+        gross_try = q(sum((t.in_try(t.gross) for t in ts), ZERO))
+        fees_try = q(sum((t.in_try(t.fees) for t in ts), ZERO))
+        txn_try = q(sum((t.in_try(t.transaction_tax) for t in ts), ZERO))
         ytd_gain[(account, year)] += gross_try - fees_try - txn_try
         base = max(ytd_gain[(account, year)], ZERO)
         due = {}
         withholding_rate = rate_on(rules, "withholding", quarter_end)
         cit = max(rate_on(rules, "corporate_income_tax", quarter_end), rate_on(rules, "minimum_tax", quarter_end))
         for kind, rate in (("withholding", withholding_rate), ("profit_tax", cit)):
-            total = base * rate
+            total = q(base * rate)
             due[kind] = total - assessed[(account, year, kind)]
             assessed[(account, year, kind)] = total
         # withholding is a prepayment of the profit tax: only the remainder is due as profit tax
         due["profit_tax"] -= due["withholding"] if cit else ZERO
         rate = last.usd_try
-        row = {"account": account, "year": year, "quarter": q, "usd_try": rate,
+        row = {"account": account, "year": year, "quarter": quarter, "usd_try": rate,
                "gross_try": gross_try, "fees_try": fees_try, "transaction_tax_try": txn_try,
                "withholding_try": due["withholding"], "profit_tax_try": due["profit_tax"]}
         row["net_try"] = gross_try - fees_try - txn_try - due["withholding"] - due["profit_tax"]
         for comp in ("gross", "fees", "transaction_tax"):
-            row[f"{comp}_usdt"] = sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO)
-        row["withholding_usdt"] = (due["withholding"] / rate).quantize(USDT_QUANTUM)
-        row["profit_tax_usdt"] = (due["profit_tax"] / rate).quantize(USDT_QUANTUM)
+            row[f"{comp}_usdt"] = q(sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO))
+        row["withholding_usdt"] = q(due["withholding"] / rate)
+        row["profit_tax_usdt"] = q(due["profit_tax"] / rate)
         row["net_usdt"] = row["gross_usdt"] - row["fees_usdt"] - row["transaction_tax_usdt"] \
             - row["withholding_usdt"] - row["profit_tax_usdt"]
         rows.append(row)
@@ -197,8 +202,8 @@ def _days(trades: list[TradePnl]) -> list[dict]:
     for (account, day), ts in sorted(by_day.items()):
         row = {"account": account, "day": day}
         for comp in ("gross", "fees", "transaction_tax"):
-            row[f"{comp}_usdt"] = sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO)
-            row[f"{comp}_try"] = sum((t.in_try(getattr(t, comp)) for t in ts), ZERO)
+            row[f"{comp}_usdt"] = q(sum((t.in_usdt(getattr(t, comp)) for t in ts), ZERO))
+            row[f"{comp}_try"] = q(sum((t.in_try(getattr(t, comp)) for t in ts), ZERO))
         row["pre_tax_usdt"] = row["gross_usdt"] - row["fees_usdt"] - row["transaction_tax_usdt"]
         rows.append(row)
     return rows

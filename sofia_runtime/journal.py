@@ -1,0 +1,207 @@
+"""The audit journal: append-only JSON lines, hash-chained, durable before the action is acknowledged.
+
+Each record is {seq, ts, runtime_id, kind, payload, prev_hash, hash} with hash = sha256 of the canonical JSON
+(sorted keys, no spaces, UTF-8) of everything but `hash`. One file per runtime and UTC day,
+`<audit>/<runtime_id>/<YYYY-MM-DD>.jsonl`; a new day's first record links to the previous day's last hash.
+Money goes in payloads as Decimal, written as a string; a float in a payload is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+GENESIS = "0" * 64
+
+
+class JournalError(RuntimeError):
+    pass
+
+
+def _default(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot go in the journal")
+
+
+def _refuse_floats(value, where="payload"):
+    if isinstance(value, float):
+        raise JournalError(f"{where} is a float ({value!r}); journal money as Decimal")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_floats(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _refuse_floats(v, f"{where}[{i}]")
+
+
+def canonical(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def record_hash(record: dict) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int
+    seq: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line} (seq {self.seq}): {self.message}"
+
+
+def journal_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl"))
+
+
+def read_records(paths: Iterable[Path]) -> Iterator[tuple[Path, int, dict]]:
+    """(file, line number, record) for every complete line; a torn or unparsable line raises JournalError."""
+    for path in paths:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    raise JournalError(f"{path}:{number}: torn last line ({len(raw)} bytes without newline)")
+                try:
+                    yield path, number, json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise JournalError(f"{path}:{number}: not JSON: {exc}") from exc
+
+
+def verify(paths: Iterable[Path]) -> Problem | None:
+    """The first record that breaks the chain (a changed byte, a deleted or reordered record, a broken link
+    across files), or None when every chain is intact. Files are checked per runtime, in day order."""
+    by_runtime: dict[Path, list[Path]] = {}
+    for p in sorted(paths):
+        by_runtime.setdefault(p.parent, []).append(p)
+    for files in by_runtime.values():
+        prev_hash, expected_seq = GENESIS, 1
+        try:
+            for path, line, rec in read_records(files):
+                seq = rec.get("seq")
+                if rec.get("hash") != record_hash(rec):
+                    return Problem(path, line, seq, "hash does not match the record's content")
+                if rec.get("prev_hash") != prev_hash:
+                    return Problem(path, line, seq, "prev_hash does not link to the previous record")
+                if seq != expected_seq:
+                    return Problem(path, line, seq, f"seq {seq} where {expected_seq} was expected")
+                prev_hash, expected_seq = rec["hash"], seq + 1
+        except JournalError as exc:
+            path, _, rest = str(exc).partition(":")
+            line = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else 0
+            return Problem(Path(path), line, None, str(exc))
+    return None
+
+
+class Journal:
+    """Appends records for one runtime. `append` writes; `durable(record)` returns once that record is on
+    disk. One fsync covers every record written before it (group commit), so a caller whose record an
+    earlier fsync already covered does not pay for another."""
+
+    def __init__(self, directory: Path, runtime_id: str, clock=time.time):
+        self.dir = Path(directory) / runtime_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_id, self.clock = runtime_id, clock
+        self._lock = threading.Lock()
+        self._file = None
+        self._day: str | None = None
+        self._written = self._synced = 0  # records written / made durable by this process
+        self.fsyncs = 0
+        self.recovered: list[str] = []
+        self._base_seq = 0  # seq of the last record before this process wrote any
+        self.seq, self.last_hash = 0, GENESIS
+        self._resume()
+
+    def _resume(self) -> None:
+        files = journal_files(self.dir)
+        if not files:
+            return
+        last = files[-1]
+        data = last.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # a torn last line: keep the intact prefix, move the torn bytes aside
+            aside = last.with_name(f"{last.name}.torn-{int(self.clock() * 1000)}")
+            aside.write_bytes(data[cut:])
+            with last.open("r+b") as f:
+                f.truncate(cut)
+                os.fsync(f.fileno())
+            self.recovered.append(f"{last}: {len(data) - cut} torn bytes moved to {aside.name}")
+        problem = verify(files)
+        if problem:
+            raise JournalError(f"journal of {self.runtime_id} is broken, refusing to continue it: {problem}")
+        for _, _, rec in read_records([files[-1]]):
+            self.seq, self.last_hash = rec["seq"], rec["hash"]
+        if self.seq == 0 and len(files) > 1:
+            for _, _, rec in read_records(files[:-1]):
+                self.seq, self.last_hash = rec["seq"], rec["hash"]
+        self._base_seq = self.seq
+        for note in self.recovered:
+            self.append("journal_recovered", {"detail": note})
+        if self.recovered:
+            self.sync()
+
+    def _open_for(self, ts: float):
+        day = datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+        if day != self._day:
+            if self._file:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            self._file = (self.dir / f"{day}.jsonl").open("ab")
+            self._day = day
+        return self._file
+
+    def append(self, kind: str, payload: dict) -> dict:
+        _refuse_floats(payload)
+        with self._lock:
+            ts = self.clock()
+            rec = {"seq": self.seq + 1, "ts": datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(),
+                   "runtime_id": self.runtime_id, "kind": kind, "payload": payload, "prev_hash": self.last_hash}
+            rec["hash"] = record_hash(rec)
+            f = self._open_for(ts)
+            f.write(canonical(rec) + b"\n")
+            self.seq, self.last_hash = rec["seq"], rec["hash"]
+            self._written += 1
+            return rec
+
+    def sync(self) -> None:
+        with self._lock:
+            self._sync_locked(self._written)
+
+    def _sync_locked(self, upto: int) -> None:
+        if self._file and self._synced < upto:
+            target = self._written
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.fsyncs += 1
+            self._synced = target
+
+    def durable(self, record: dict) -> None:
+        """Return once `record` (from this journal's `append`) is on disk."""
+        with self._lock:
+            self._sync_locked(record["seq"] - self._base_seq)
+
+    def append_durable(self, kind: str, payload: dict) -> dict:
+        rec = self.append(kind, payload)
+        self.durable(rec)
+        return rec
+
+    def close(self) -> None:
+        self.sync()
+        with self._lock:
+            if self._file:
+                self._file.close()
+                self._file = None

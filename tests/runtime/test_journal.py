@@ -1,0 +1,98 @@
+"""The audit journal's chain: intact when written, every tampering found with its position, torn tails kept
+aside on restart, rotation across days continuing the chain."""
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from sofia_runtime.journal import Journal, JournalError, journal_files, read_records, verify
+
+
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        self.t += 0.001
+        return self.t
+
+
+def _journal(tmp_path, n=6, clock=None):
+    j = Journal(tmp_path, "mm_lite-paper", clock=clock or Clock(datetime(2026, 10, 31, 12, tzinfo=timezone.utc).timestamp()))
+    for i in range(n):
+        j.append_durable("order", {"client_order_id": f"c{i}", "price": Decimal("68000.10"), "amount": Decimal("0.01")})
+    j.close()
+    return journal_files(tmp_path / "mm_lite-paper")
+
+
+def test_written_chain_verifies_and_money_is_decimal_strings(tmp_path):
+    files = _journal(tmp_path)
+    assert verify(files) is None
+    records = [r for _, _, r in read_records(files)]
+    assert [r["seq"] for r in records] == list(range(1, 7))
+    assert records[0]["payload"]["price"] == "68000.10"
+    with pytest.raises(JournalError, match="payload.price is a float"):
+        Journal(tmp_path, "x").append("order", {"price": 1.5})
+
+
+@pytest.mark.parametrize("tamper, line", [("byte", 3), ("delete", 4), ("reorder", 2)])
+def test_tampering_is_found_with_its_position(tmp_path, tamper, line):
+    (path,) = _journal(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if tamper == "byte":
+        lines[2] = lines[2].replace(b"68000.10", b"68000.11")
+    elif tamper == "delete":
+        del lines[3]
+    else:
+        lines[1], lines[2] = lines[2], lines[1]
+    path.write_bytes(b"".join(lines))
+    problem = verify([path])
+    assert problem is not None and problem.path == path and problem.line == line
+
+
+def test_rotation_across_midnight_continues_the_chain(tmp_path):
+    clock = Clock(datetime(2026, 10, 31, 23, 59, 59, 998000, tzinfo=timezone.utc).timestamp())
+    files = _journal(tmp_path, n=4, clock=clock)
+    assert [f.name for f in files] == ["2026-10-31.jsonl", "2026-11-01.jsonl"]
+    assert verify(files) is None
+    first_of_day = next(read_records([files[1]]))[2]
+    last_of_prev = list(read_records([files[0]]))[-1][2]
+    assert first_of_day["prev_hash"] == last_of_prev["hash"]
+    files[0].unlink()
+    assert verify(files[1:]) is not None  # the new day's first record points at a record that is gone
+
+
+def test_torn_last_line_is_moved_aside_and_journaled_on_restart(tmp_path):
+    (path,) = _journal(tmp_path)
+    with path.open("ab") as f:
+        f.write(b'{"seq": 7, "ts": "2026-10-31T12:00:01", "kin')
+    with pytest.raises(JournalError, match="torn last line"):
+        list(read_records([path]))
+    j = Journal(tmp_path, "mm_lite-paper")
+    j.append_durable("start", {})
+    j.close()
+    records = [r for _, _, r in read_records(journal_files(tmp_path / "mm_lite-paper"))]
+    assert [r["kind"] for r in records[-2:]] == ["journal_recovered", "start"]
+    assert records[-2]["seq"] == 7 and "torn bytes moved" in records[-2]["payload"]["detail"]
+    aside = list((tmp_path / "mm_lite-paper").glob("*.torn-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b'{"seq": 7')
+    assert verify(journal_files(tmp_path / "mm_lite-paper")) is None
+
+
+def test_a_broken_journal_is_not_continued(tmp_path):
+    (path,) = _journal(tmp_path)
+    path.write_bytes(path.read_bytes().replace(b'"c2"', b'"c9"'))
+    with pytest.raises(JournalError, match="refusing to continue"):
+        Journal(tmp_path, "mm_lite-paper")
+
+
+def test_one_fsync_covers_every_record_written_before_it(tmp_path):
+    j = Journal(tmp_path, "r")
+    recs = [j.append("decision", {"i": i}) for i in range(50)]
+    j.durable(recs[-1])
+    for r in recs:
+        j.durable(r)
+    assert j.fsyncs == 1
+    j.close()
