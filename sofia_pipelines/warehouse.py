@@ -27,16 +27,7 @@ def replace_window(conn: duckdb.DuckDBPyConnection, schema_name: str, table: Tab
     if outside.height:
         raise ValueError(f"{schema_name}.{table.name}: {outside.height} row(s) outside [{start}, {end}), "
                          f"first at {outside[column][0]}")
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        qualified = ensure_table(conn, schema_name, table)
-        conn.execute(f'DELETE FROM {qualified} WHERE "{column}" >= ? AND "{column}" < ?', [start, end])
-        _insert(conn, qualified, df)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return df.height
+    return replace_rows(conn, schema_name, table, df, f'"{column}" >= ? AND "{column}" < ?', [start, end])
 
 
 def replace_rows(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSchema, df: pl.DataFrame,
