@@ -101,3 +101,26 @@ def test_book_trades_funding_and_latency(binance):
 def test_unknown_venue_is_refused():
     with pytest.raises(ValueError, match="unknown venue"):
         CcxtSource(["binanse"])
+
+
+def test_recorded_venue_through_the_raw_assets(resources):
+    import dagster as dg
+
+    from sofia_pipelines.defs.market_data import assets
+    from sofia_pipelines.resources import MarketSourceResource
+
+    exchange = RecordedBinance()
+
+    class RecordedSource(MarketSourceResource):
+        def get(self):
+            return CcxtSource(["binance"], exchanges={"binance": exchange}, symbols=["BTC/USDT"],
+                              clock=lambda: datetime(2024, 1, 30, 12).timestamp())
+
+    result = dg.materialize([assets.raw_candles, assets.raw_books, assets.raw_fx],
+                            resources={**resources, "market_source": RecordedSource(spec="ccxt:binance")},
+                            partition_key="2024-01-30")
+    meta = {m.asset_key.path[-1]: m.event_specific_data.materialization.metadata
+            for m in result.get_asset_materialization_events()}
+    assert meta["candles"]["dagster/row_count"].value == 3  # the three recorded bars, all on 2024-01-30
+    assert meta["books"]["dagster/row_count"].value == 1
+    assert "has no fx" in meta["fx"]["note"].value
