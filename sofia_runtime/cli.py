@@ -40,9 +40,102 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """"90", "90s", "10m", "2h" -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration {text!r}: use e.g. 90s, 10m, 2h") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
+    return value
+
+
+def cmd_run(args) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from sofia_runtime.config import load_config
+    from sofia_runtime.runner import RefusedToStart, run_runtime
+
+    overrides = {"strategy": args.strategy, "mode": args.mode, "venue": args.venue, "duration_s": args.duration,
+                 "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id}
+    try:
+        cfg = load_config(Path(args.config) if args.config else None, **overrides)
+        if args.order:
+            cfg.router.order = args.order
+        return asyncio.run(run_runtime(cfg))
+    except (RefusedToStart, ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"sofia-runtime: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_status(args) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    files = sorted((paths.data_dir() / "run").glob(f"{args.runtime_id or '*'}.json"))
+    if not files:
+        console.print(f"no runtime is running (nothing in {paths.data_dir() / 'run'})")
+        return 1
+    code = 0
+    for f in files:
+        info = json.loads(f.read_text())
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{info['port']}/api/dev/status", timeout=3) as resp:
+                st = json.load(resp)
+        except (urllib.error.URLError, OSError) as exc:
+            console.print(f"[red]{info['runtime_id']}[/red] (pid {info['pid']}, port {info['port']}): not answering: {exc}")
+            code = 1
+            continue
+        if args.json:
+            print(json.dumps(st, indent=2))
+            continue
+        paused = f"[red]PAUSED[/red] {st['pause_reason']}" if st["paused"] else "[green]trading[/green]"
+        console.print(f"[bold]{st['runtime_id']}[/bold] {st['strategy']} {st['mode']} - {paused} - snapshot "
+                      f"{st['snapshot_id']} - market time {st['market_time']} - up {st['uptime_s']:.0f} s")
+        pnl = st["pnl"]
+        console.print(f"  P&L net {pnl['net_usd']:.2f} USD (gross {pnl['gross_usd']:.2f}, fees {pnl['fees_usd']:.2f}, "
+                      f"today {pnl['today_usd']:.2f})   " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+        for title, rows in (("positions", st["positions"]), ("open orders", st["open_orders"])):
+            if rows:
+                table = Table(title=title)
+                for col in rows[0]:
+                    table.add_column(col)
+                for row in rows:
+                    table.add_row(*(str(v) for v in row.values()))
+                console.print(table)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sofia-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="trade a strategy on the CURRENT serving snapshot")
+    run.add_argument("--strategy", choices=["mm_lite", "funding_farmer", "router"])
+    run.add_argument("--mode", choices=["paper", "live"], help="paper (default) or live")
+    run.add_argument("--venue", help="live: the ccxt exchange id; paper: trade on this venue only")
+    run.add_argument("--duration", type=parse_duration, help="stop after this wall time (90s, 10m, 2h)")
+    run.add_argument("--speed", type=float, help="replay speed, market seconds per second; 0 = as fast as possible")
+    run.add_argument("--port", type=int, help="health and metrics port (default 8000; 0 = any free port)")
+    run.add_argument("--order", help='router: the parent order, e.g. "buy 0.5 BTC/USDT"')
+    run.add_argument("--runtime-id", help="journal and lock name (default <strategy>-<mode>)")
+    run.add_argument("--config", help="YAML configuration (default <data>/runtime.yaml when present)")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="what each running runtime's /api/dev/status says")
+    status.add_argument("--runtime-id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
     verify = sub.add_parser("verify-journal", help="exit 0 when every chain is intact, else name the first bad record")
     verify.add_argument("paths", nargs="*", help="journal files (default: every file under <data>/audit)")
     verify.set_defaults(func=cmd_verify_journal)

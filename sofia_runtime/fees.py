@@ -12,9 +12,17 @@ import polars as pl
 class FeeSchedule:
     def __init__(self, fee_table: pl.DataFrame):
         self._rows = fee_table.filter(pl.col("selected"))
+        self._memo: dict[tuple[str, str, str, date], float] = {}
 
     def rate(self, venue: str, symbol: str, liquidity: str, on: date) -> float:
         """The maker or taker rate in force on `on`; KeyError naming the venue and symbol when there is none."""
+        key = (venue, symbol, liquidity, on)
+        rate = self._memo.get(key)
+        if rate is None:
+            rate = self._memo[key] = self._lookup(venue, symbol, liquidity, on)
+        return rate
+
+    def _lookup(self, venue: str, symbol: str, liquidity: str, on: date) -> float:
         if liquidity not in ("maker", "taker"):
             raise ValueError(f"liquidity must be maker or taker, not {liquidity!r}")
         rows = self._rows.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)

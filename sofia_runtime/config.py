@@ -1,0 +1,110 @@
+"""The runtime's configuration: defaults < YAML file (`--config`, else `<data>/runtime.yaml` when present)
+< environment (`SOFIA_RUNTIME_<FIELD>`, nested with `__`) < command-line flags. API keys are not part of it:
+they come from `SOFIA_<VENUE>_API_KEY` / `SOFIA_<VENUE>_SECRET` only when trading live, and are never stored here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from sofia_runtime import paths
+
+STRATEGIES = ("mm_lite", "funding_farmer", "router")
+_yaml_file: Path | None = None  # set only while load_config builds a RuntimeConfig
+
+
+class GateConfig(BaseModel):
+    threshold_usd: float = Field(0.0, description="an order passes only when its EV in USD is above this")
+    miss_cost_bps: float = Field(0.5, ge=0, description="cost of an order that does not fill, bps of notional")
+    adverse_selection_bps: float = Field(1.0, ge=0, description="expected move against a maker fill, bps")
+    horizon_s: float = Field(30.0, gt=0, description="how long a maker order is expected to rest")
+    vol_window: int = Field(60, ge=2, description="book updates in the mid-volatility estimate")
+
+
+class LimitsConfig(BaseModel):
+    stale_after_s: float = Field(5.0, gt=0, description="no orders on a book older than this (market time)")
+    max_open_orders_total: int = Field(40, ge=1)
+
+
+class MmLiteConfig(BaseModel):
+    quote_usd: float = Field(2000.0, gt=0, description="size of each quote in USD")
+    half_spread_ticks: int = Field(1, ge=0, description="quote this many ticks behind the touch")
+    skew_bps_per_limit: float = Field(5.0, ge=0, description="quotes move this many bps at the position limit")
+    requote_s: float = Field(30.0, gt=0, description="market seconds a quote rests before it is replaced")
+    symbols: list[str] = Field(default_factory=list, description="empty = the active spot symbols of the session schedule")
+
+
+class FundingFarmerConfig(BaseModel):
+    notional_usd: float = Field(5000.0, gt=0)
+    hold_hours: float | None = Field(None, gt=0, description="market hours a pair is held; default: "
+                                                             "breakeven_multiple x the opportunity's break-even time")
+    breakeven_multiple: float = Field(2.0, gt=1.0)
+    reconsider_s: float = Field(900.0, gt=0, description="market seconds before an offer the gate refused is re-tried")
+    max_pairs: int = Field(2, ge=1)
+
+
+class RouterConfig(BaseModel):
+    order: str | None = Field(None, description='parent order, e.g. "buy 0.5 BTC/USDT"')
+    max_cost_bps: float = Field(15.0, gt=0, description="what the desk will pay to execute, bps of notional")
+    child_usd: float = Field(5000.0, gt=0, description="largest child order in USD")
+
+
+class RuntimeConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOFIA_RUNTIME_", env_nested_delimiter="__", extra="forbid")
+
+    strategy: Literal["mm_lite", "funding_farmer", "router"] = "mm_lite"
+    mode: Literal["paper", "live"] = "paper"
+    allow_live: bool = False
+    venue: str | None = Field(None, description="live: the ccxt exchange id; paper: restrict to one venue")
+    runtime_id: str | None = Field(None, description="journal and lock name; default <strategy>-<mode>")
+    port: int = Field(8000, ge=0, le=65535)
+    source: Literal["replay", "simulator"] = "replay"
+    speed: float = Field(60.0, ge=0, description="market seconds per wall second; 0 = as fast as possible")
+    duration_s: float | None = Field(None, gt=0, description="stop after this much wall time")
+    snapshot_max_age_h: float = Field(72.0, gt=0)
+    pause_poll_s: float = Field(0.25, gt=0, le=1.0)
+    starting_balances: dict[str, float] = Field(default_factory=dict,
+                                                description="paper balances per asset; empty = inventory targets")
+    gate: GateConfig = GateConfig()
+    limits: LimitsConfig = LimitsConfig()
+    mm_lite: MmLiteConfig = MmLiteConfig()
+    funding_farmer: FundingFarmerConfig = FundingFarmerConfig()
+    router: RouterConfig = RouterConfig()
+    venue_urls: dict[str, str] = Field(default_factory=dict, description="live: REST base URL per venue (testing)")
+
+    @field_validator("runtime_id")
+    @classmethod
+    def _safe_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError(f"runtime_id {value!r} must be a plain file name")
+        return value
+
+    @property
+    def resolved_runtime_id(self) -> str:
+        return self.runtime_id or f"{self.strategy}-{self.mode}"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        if _yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+        return tuple(sources)
+
+
+def load_config(config_file: Path | None = None, **overrides) -> RuntimeConfig:
+    """The configuration from the file (or `<data>/runtime.yaml` when it exists), env and `overrides`
+    (None values are ignored so unset flags do not mask the file)."""
+    path = config_file or paths.data_dir() / "runtime.yaml"
+    if config_file is not None and not path.exists():
+        raise FileNotFoundError(f"configuration file {path} does not exist")
+    global _yaml_file
+    _yaml_file = path if path.exists() else None
+    try:
+        return RuntimeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _yaml_file = None

@@ -1,0 +1,662 @@
+"""The engine: market data in -> strategy proposes -> EV gate -> risk limits -> exchange adapter, with every
+step in the audit journal.
+
+Ordering that the rest relies on:
+- a decision is journaled (pass or reject) before anything is sent;
+- an order's record is durable (flushed and fsynced; one fsync may cover several records) before the
+  adapter is called, and its client order id is derived from the journal, so after a crash the runtime asks
+  the venue about every order it journaled and never sends one twice;
+- fills and closed orders are journaled as the adapter reports them, each trade id once.
+
+State (positions, cash, open orders, P&L) is rebuilt from the journal on start; the replay resumes after
+the last market time the journal saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from sofia_runtime import control
+from sofia_runtime.exchange.base import ExchangeError, InsufficientFunds, InvalidOrder, NetworkError, OrderNotFound
+from sofia_runtime.exchange.paper import MarketSpec, PaperVenue, book_levels, dec
+from sofia_runtime.fees import FeeSchedule
+from sofia_runtime.fill_model import FillParams
+from sofia_runtime.gate import Decision, GateParams, Intent, Leg, LegInputs, evaluate
+from sofia_runtime.journal import Journal, read_records, journal_files
+from sofia_runtime.limits import Limits, RiskState
+from sofia_runtime.marketdata import BOOK, Book, Books, TradeTick
+from sofia_runtime.metrics import Metrics
+from sofia_runtime.snapshot import Snapshot
+from sofia_runtime.strategies.base import Cancel, Strategy
+from sofia_runtime.tax import TaxRule, rate_on
+
+ZERO = Decimal(0)
+
+
+def money(x) -> Decimal | None:
+    """A float for the journal: as Decimal, from its shortest repr (NaN stays NaN)."""
+    if x is None:
+        return None
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
+
+
+def journal_safe(value):
+    if isinstance(value, float):
+        return money(value)
+    if isinstance(value, dict):
+        return {k: journal_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [journal_safe(v) for v in value]
+    return value
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+
+
+@dataclass
+class OpenOrder:
+    client_order_id: str
+    venue: str
+    symbol: str
+    side: str
+    type: str
+    price: Decimal | None
+    amount: Decimal
+    strategy: str
+    tag: str
+    decision_seq: int
+    placed_ms: int
+    order_id: str | None = None
+    filled: Decimal = ZERO
+
+
+@dataclass
+class Execution:
+    """The orders of one intent: both legs or neither."""
+    intent: Intent
+    decision_seq: int
+    client_ids: list[str] = field(default_factory=list)
+    failed: bool = False
+    filled: dict[str, Decimal] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+
+
+def tax_rules_from_table(df) -> list[TaxRule]:
+    return [TaxRule(r["rule_id"], r["kind"], Decimal(repr(r["rate"])), r["valid_from"], r["valid_to"], r["status"],
+                    r["enabled"], r["source"]) for r in df.iter_rows(named=True)]
+
+
+class Engine:
+    def __init__(self, cfg, snapshot: Snapshot, journal: Journal, venues: dict, strategy: Strategy,
+                 metrics: Metrics | None = None, pause_path=None, live: bool = False,
+                 wall_clock: Callable[[], float] = time.time):
+        self.cfg, self.journal, self.venues, self.strategy = cfg, journal, venues, strategy
+        self.metrics = metrics or Metrics()
+        self.pause_path = pause_path
+        self.live = live
+        self.wall_clock = wall_clock
+        self.books = Books()
+        self.now_ms = 0
+        self.started_wall = time.monotonic()
+        self.runtime_id = journal.runtime_id
+        self._cid_prefix = "sf" + hashlib.sha256(self.runtime_id.encode()).hexdigest()[:6]
+        self.open: dict[str, OpenOrder] = {}
+        self.executions: dict[str, Execution] = {}  # client id -> its intent's execution
+        self.positions: dict[tuple[str, str], Decimal] = {}
+        self.cash: dict[tuple[str, str], Decimal] = {}
+        self.fees_paid: dict[tuple[str, str], Decimal] = {}
+        self.seen_trades: set[str] = set()
+        self.cid_by_order_id: dict[str, str] = {}
+        self.state = RiskState()
+        self.counters = {"decisions": 0, "passed": 0, "rejected": 0, "blocked": 0, "orders": 0, "order_errors": 0,
+                         "fills": 0, "cancels": 0, "errors": 0, "unwinds": 0}
+        self.day_start_pnl: tuple[str, float] | None = None
+        self.last_market_ms = 0
+        self.stopping = asyncio.Event()
+        self.venue_error: str | None = None
+        self.snapshot_error: str | None = None
+        self._pending_balance: list[Execution] = []
+        self.instruments: set[tuple[str, str]] = set()
+        self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
+        self.use_snapshot(snapshot)
+
+    # --- snapshot-derived state -------------------------------------------------------------------------
+    def use_snapshot(self, snapshot: Snapshot) -> None:
+        t = snapshot.tables
+        self.snapshot = snapshot
+        self.fee_schedule = FeeSchedule(t["fee_table"])
+        self.tax_rules = tax_rules_from_table(t["tax_rules"])
+        self._day_cache = (-1, None, 0.0)
+        self.markets = {(r["venue"], r["symbol"]): MarketSpec.from_row(r) for r in t["markets"].iter_rows(named=True)}
+        self.fill_params = {(r["venue"], r["symbol"], r["side"]): FillParams(r["intensity_a"], r["decay_k"],
+                                                                             r["vol_ref"], r["vol_exponent"])
+                            for r in t["fill_model"].iter_rows(named=True)}
+        self.limits = Limits(t["risk_limits"], self.cfg.limits.stale_after_s, self.cfg.limits.max_open_orders_total)
+        self.sessions = {(r["venue"], r["symbol"], r["hour"]): r["active"]
+                         for r in t["session_schedule"].iter_rows(named=True)}
+        self.gate_params = GateParams(self.cfg.gate.threshold_usd, self.cfg.gate.miss_cost_bps,
+                                      self.cfg.gate.adverse_selection_bps, self.cfg.gate.horizon_s)
+
+    # --- the context strategies see ---------------------------------------------------------------------
+    @property
+    def hour(self) -> int:
+        return datetime.fromtimestamp(self.now_ms / 1000, tz=timezone.utc).hour
+
+    def has_market(self, venue: str, symbol: str) -> bool:
+        return (venue, symbol) in self.markets and venue in self.venues
+
+    def spec(self, venue: str, symbol: str) -> MarketSpec:
+        return self.markets[(venue, symbol)]
+
+    def book(self, venue: str, symbol: str) -> Book:
+        return self.books.get(venue, symbol)
+
+    def position(self, venue: str, symbol: str) -> float:
+        return float(self.positions.get((venue, symbol), ZERO))
+
+    def max_position(self, venue: str, symbol: str) -> float:
+        lim = self.limits.by_key.get((venue, symbol))
+        return lim.max_position if lim else 0.0
+
+    def session_active(self, venue: str, symbol: str) -> bool:
+        return self.sessions.get((venue, symbol, self.hour), False)
+
+    def open_orders(self) -> list[OpenOrder]:
+        return list(self.open.values())
+
+    def fee_rate(self, venue: str, symbol: str, liquidity: str) -> float:
+        return self.fee_schedule.rate(venue, symbol, liquidity, self._day())
+
+    def usd_per_quote(self, venue: str, symbol: str) -> float:
+        quote = self.markets[(venue, symbol)].quote
+        if quote in ("USDT", "USD", "USDC"):
+            return 1.0
+        # a non-USD quote (TRY at BtcTurk) through the same base's USDT price on another venue
+        base = self.markets[(venue, symbol)].base
+        local = self.books.get(venue, symbol)
+        for (v, s), book in self.books.by_key.items():
+            if s == f"{base}/USDT" and book.valid and local.valid:
+                return book.mid / local.mid
+        return math.nan
+
+    @staticmethod
+    def dec(x) -> Decimal:
+        return dec(x)
+
+    @property
+    def venues_list(self) -> list[str]:
+        return list(self.venues)
+
+    def preview(self, intent: Intent) -> Decision:
+        return evaluate(intent, [self._leg_inputs(leg) for leg in intent.legs], self.gate_params)
+
+    def _day(self):
+        ms = self.now_ms or int(self.wall_clock() * 1000)
+        day_ms = ms - ms % 86_400_000
+        if day_ms != self._day_cache[0]:
+            day = datetime.fromtimestamp(day_ms / 1000, tz=timezone.utc).date()
+            self._day_cache = (day_ms, day, float(rate_on(self.tax_rules, "transaction_tax", day)))
+        return self._day_cache[1]
+
+    def _transaction_tax_rate(self) -> float:
+        self._day()
+        return self._day_cache[2]
+
+    def _leg_inputs(self, leg: Leg) -> LegInputs:
+        book = self.books.get(leg.venue, leg.symbol)
+        spec = self.markets.get((leg.venue, leg.symbol))
+        liquidity = "maker" if leg.type == "limit" and leg.post_only else "taker"
+        try:
+            fee_rate = self.fee_rate(leg.venue, leg.symbol, liquidity)
+        except KeyError:
+            fee_rate = math.nan
+        tax_rate = self._transaction_tax_rate() if leg.side == "sell" else 0.0
+        slippage = 0.0
+        if leg.type == "market" and book.valid and spec is not None:
+            slippage = expected_slippage(book, leg.side, leg.amount, float(spec.price_tick))
+        return LegInputs(book.mid if book.valid else math.nan, book.spread if book.valid else math.nan, book.vol(),
+                         self.usd_per_quote(leg.venue, leg.symbol) if spec else math.nan, fee_rate, tax_rate, slippage,
+                         self.fill_params.get((leg.venue, leg.symbol, leg.side)))
+
+    # --- P&L -----------------------------------------------------------------------------------------
+    def pnl_usd(self) -> tuple[float, float]:
+        """(net, fees) in USD: cash plus positions marked to mid, over every venue and symbol traded."""
+        net = fees = 0.0
+        for key, pos in self.positions.items():
+            book = self.books.get(*key)
+            mark = book.mid if book.valid else 0.0
+            usd = self.usd_per_quote(*key) if key in self.markets else 1.0
+            usd = usd if math.isfinite(usd) else 0.0
+            net += (float(self.cash.get(key, ZERO)) + float(pos) * mark) * usd
+            fees += float(self.fees_paid.get(key, ZERO)) * usd
+        return net, fees
+
+    def _update_pnl_today(self) -> None:
+        net, _ = self.pnl_usd()
+        day = self._day().isoformat()
+        if self.day_start_pnl is None or self.day_start_pnl[0] != day:
+            self.day_start_pnl = (day, net)
+        self.state.pnl_today_usd = net - self.day_start_pnl[1]
+        self.metrics.pnl.set(net)
+
+    # --- deciding and sending --------------------------------------------------------------------------
+    async def act(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, Cancel):
+                await self.cancel(action.client_order_id, action.reason)
+            else:
+                await self.submit(action)
+
+    async def submit(self, intent: Intent) -> bool:
+        t0 = time.perf_counter()
+        inputs = [self._leg_inputs(leg) for leg in intent.legs]
+        decision = evaluate(intent, inputs, self.gate_params)
+        block = None
+        if decision.passed:
+            ages = [self.books.get(leg.venue, leg.symbol).age_s(self.now_ms) for leg in intent.legs]
+            if self.live:
+                ages = [max(0.0, self.wall_clock() - self.books.get(l.venue, l.symbol).ts / 1000) for l in intent.legs]
+            self._refresh_risk_state()
+            block = self.limits.check(intent, self.state, ages, [leg["notional_usd"] for leg in decision.legs])
+        passed = decision.passed and block is None
+        result = "passed" if passed else ("blocked" if block else "rejected")
+        self.metrics.decision_seconds.observe(time.perf_counter() - t0)
+        self.metrics.decisions.labels(intent.strategy, result).inc()
+        self.counters["decisions"] += 1
+        self.counters["passed" if passed else ("blocked" if block else "rejected")] += 1
+        if block:
+            self.metrics.blocks.labels(intent.strategy).inc()
+        rec = self.journal.append("decision", journal_safe({
+            "strategy": intent.strategy, "tag": intent.tag, "passed": passed, "result": result,
+            "reason": block or decision.reason, "gate_reason": decision.reason, "intent_reason": intent.reason,
+            "reduce_only": intent.reduce_only, "hold_hours": intent.hold_hours, "market_ts": self.now_ms, "ev_usd": decision.ev_usd,
+            "p_fill": decision.p_fill, "edge_usd": decision.edge_usd, "fees_usd": decision.fees_usd,
+            "tax_usd": decision.tax_usd, "slippage_usd": decision.slippage_usd,
+            "miss_cost_usd": decision.miss_cost_usd, "threshold_usd": self.gate_params.threshold_usd,
+            "legs": decision.legs or [{"venue": l.venue, "symbol": l.symbol, "side": l.side, "type": l.type,
+                                       "price": l.price, "amount": l.amount} for l in intent.legs]}))
+        hook = getattr(self.strategy, "on_decision", None)
+        if hook:
+            hook(intent, passed, self)
+        if not passed:
+            return False
+        execution = Execution(intent, rec["seq"])
+        for k, leg in enumerate(intent.legs):
+            ok = await self._send(leg, k, intent, execution, t0)
+            if not ok:
+                execution.failed = True
+                await self._unwind(execution, f"leg {k} ({leg.venue} {leg.side} {leg.symbol}) failed")
+                return False
+        return True
+
+    def _client_id(self, decision_seq: int, leg: int) -> str:
+        return f"{self._cid_prefix}-{decision_seq}-{leg}"
+
+    async def _send(self, leg: Leg, k: int, intent: Intent, execution: Execution, t0: float) -> bool:
+        spec = self.markets[(leg.venue, leg.symbol)]
+        cid = self._client_id(execution.decision_seq, k)
+        amount = spec.round_amount(leg.amount)
+        price = spec.round_price(leg.price, leg.side) if leg.price is not None else None
+        rec = self.journal.append("order", {
+            "client_order_id": cid, "decision_seq": execution.decision_seq, "leg": k, "strategy": intent.strategy,
+            "tag": intent.tag, "venue": leg.venue, "symbol": leg.symbol, "side": leg.side, "type": leg.type,
+            "price": price, "amount": amount, "post_only": leg.post_only, "market_ts": self.now_ms})
+        f0 = time.perf_counter()
+        self.journal.durable(rec)  # never an order at the venue that the journal could lose
+        self.metrics.fsync_seconds.observe(time.perf_counter() - f0)
+        execution.client_ids.append(cid)
+        self.executions[cid] = execution
+        params = {"clientOrderId": cid}
+        if leg.post_only:
+            params["postOnly"] = True
+        order = OpenOrder(cid, leg.venue, leg.symbol, leg.side, leg.type, price, amount, intent.strategy, intent.tag,
+                          execution.decision_seq, self.now_ms)
+        self.open[cid] = order
+        try:
+            ack = await self.venues[leg.venue].create_order(leg.symbol, leg.type, leg.side, amount, price, params)
+        except (InvalidOrder, InsufficientFunds) as exc:
+            self._order_failed(order, "rejected", exc)
+            return False
+        except NetworkError as exc:
+            ack = await self._find_after_network_error(order, exc)
+            if ack is None:
+                return False
+        except ExchangeError as exc:
+            self._order_failed(order, "error", exc)
+            return False
+        order.order_id = str(ack["id"])
+        self.cid_by_order_id[order.order_id] = cid
+        latency = time.perf_counter() - t0
+        self.metrics.decision_to_order.observe(latency)
+        self.metrics.orders.labels(leg.venue, "acknowledged").inc()
+        self.counters["orders"] += 1
+        self.journal.append("order_ack", {"client_order_id": cid, "order_id": order.order_id, "status": ack["status"],
+                                          "decision_to_ack_us": int(latency * 1e6), "market_ts": self.now_ms})
+        return True
+
+    async def _find_after_network_error(self, order: OpenOrder, exc: Exception) -> dict | None:
+        """The request may have reached the venue: ask by client order id before deciding it failed."""
+        try:
+            found = await self.venues[order.venue].find_order(order.client_order_id, order.symbol)
+        except ExchangeError as again:
+            found = None
+            exc = again
+        if found is None:
+            self._order_failed(order, "not_sent", exc)
+        return found
+
+    def _order_failed(self, order: OpenOrder, status: str, exc: Exception) -> None:
+        self.open.pop(order.client_order_id, None)
+        self.counters["order_errors"] += 1
+        self.metrics.orders.labels(order.venue, status).inc()
+        self.journal.append("order_rejected", {"client_order_id": order.client_order_id, "status": status,
+                                               "error": f"{type(exc).__name__}: {exc}", "market_ts": self.now_ms})
+
+    async def _unwind(self, execution: Execution, why: str) -> None:
+        """Cancel what of the intent still rests; what already filled is reversed as fills arrive."""
+        self.journal.append("intent_failed", {"decision_seq": execution.decision_seq, "reason": why,
+                                              "client_order_ids": list(execution.client_ids)})
+        for cid in execution.client_ids:
+            if cid in self.open:
+                await self.cancel(cid, "other leg failed")
+        for cid, filled in execution.filled.items():
+            await self._reverse(execution, cid, filled, why)
+        hook = getattr(self.strategy, "on_pair_failed", None)
+        if hook:
+            hook(execution.intent, self)
+
+    async def _reverse(self, execution: Execution, cid: str, amount: Decimal, why: str) -> None:
+        leg = execution.intent.legs[int(cid.rsplit("-", 1)[1])]
+        back = Leg(leg.venue, leg.symbol, "sell" if leg.side == "buy" else "buy", "market", float(amount), None)
+        execution.filled[cid] = ZERO
+        self.counters["unwinds"] += 1
+        self.journal.append("unwind", {"decision_seq": execution.decision_seq, "client_order_id": cid,
+                                       "amount": amount, "reason": why})
+        await self.submit(Intent(execution.intent.strategy, (back,), 0.0, f"unwind {cid}: {why}", reduce_only=True,
+                                 tag=f"unwind:{cid}"))
+
+    async def cancel(self, cid: str, reason: str) -> None:
+        order = self.open.get(cid)
+        if order is None or order.order_id is None:
+            return
+        self.journal.append("cancel", {"client_order_id": cid, "order_id": order.order_id, "reason": reason,
+                                       "market_ts": self.now_ms})
+        self.counters["cancels"] += 1
+        self.metrics.cancels.labels(order.venue).inc()
+        try:
+            closed = await self.venues[order.venue].cancel_order(order.order_id, order.symbol)
+        except OrderNotFound:
+            closed = await self.venues[order.venue].fetch_order(order.order_id, order.symbol)
+        except ExchangeError as exc:
+            self._error("cancel", f"{cid}: {exc}")
+            return
+        self._collect_venue(order.venue)
+        if cid in self.open and closed["status"] != "open":
+            self._closed(closed)
+
+    # --- what the venue reports ------------------------------------------------------------------------
+    def _collect_venue(self, venue: str) -> list[dict]:
+        v = self.venues[venue]
+        fills = [t for t in v.drain_trades() if self._fill(venue, t)]
+        for order in getattr(v, "drain_closed_orders", lambda: [])():
+            if order["clientOrderId"] in self.open:
+                self._closed(order)
+        return fills
+
+    def _fill(self, venue: str, trade: dict, recovered: bool = False) -> bool:
+        tid = str(trade["id"])
+        if tid in self.seen_trades:
+            return False
+        cid = trade.get("clientOrderId") or self.cid_by_order_id.get(str(trade["order"]))
+        order = self.open.get(cid)
+        execution = self.executions.get(cid)
+        strategy = order.strategy if order else (execution.intent.strategy if execution else self.strategy.name)
+        self.seen_trades.add(tid)
+        price, amount = dec(trade["price"]), dec(trade["amount"])
+        fee = dec(trade["fee"]["cost"]) if trade.get("fee") else ZERO
+        self.journal.append("fill", {
+            "trade_id": tid, "order_id": str(trade["order"]), "client_order_id": cid, "venue": venue,
+            "symbol": trade["symbol"], "side": trade["side"], "price": price, "amount": amount,
+            "fee": fee, "fee_currency": trade["fee"]["currency"] if trade.get("fee") else None,
+            "liquidity": trade.get("takerOrMaker"), "strategy": strategy, "venue_ts": trade.get("timestamp"),
+            "market_ts": self.now_ms, "recovered": recovered})
+        self._apply_fill(venue, trade["symbol"], trade["side"], price, amount, fee)
+        if order:
+            order.filled += amount
+        if execution:
+            execution.filled[cid] = execution.filled.get(cid, ZERO) + amount
+        self.counters["fills"] += 1
+        self.metrics.fills.labels(venue, trade.get("takerOrMaker") or "unknown").inc()
+        return True
+
+    def _apply_fill(self, venue, symbol, side, price: Decimal, amount: Decimal, fee: Decimal) -> None:
+        key = (venue, symbol)
+        sign = 1 if side == "buy" else -1
+        self.positions[key] = self.positions.get(key, ZERO) + sign * amount
+        self.cash[key] = self.cash.get(key, ZERO) - sign * price * amount - fee
+        self.fees_paid[key] = self.fees_paid.get(key, ZERO) + fee
+
+    def _closed(self, order: dict) -> None:
+        cid = order["clientOrderId"]
+        mine = self.open.pop(cid, None)
+        self.journal.append("order_closed", {"client_order_id": cid, "order_id": str(order["id"]),
+                                             "status": order["status"], "filled": dec(order["filled"]),
+                                             "reason": order.get("reason"), "market_ts": self.now_ms})
+        hook = getattr(self.strategy, "on_order_closed", None)
+        if hook and mine:
+            hook(order, self)
+        execution = self.executions.get(cid)
+        if execution:
+            execution.closed.add(cid)
+            if len(execution.closed) == len(execution.intent.legs) and len(execution.intent.legs) > 1:
+                self._pending_balance.append(execution)
+
+    async def _balance_legs(self) -> None:
+        """A multi-leg intent whose legs filled different amounts is evened out by reversing the excess."""
+        while self._pending_balance:
+            execution = self._pending_balance.pop(0)
+            filled = [execution.filled.get(cid, ZERO) for cid in execution.client_ids]
+            low = min(filled)
+            for cid, amount in zip(execution.client_ids, filled):
+                if amount > low:
+                    await self._reverse(execution, cid, amount - low, "legs filled unequal amounts")
+            for cid in execution.client_ids:
+                self.executions.pop(cid, None)
+
+    def _refresh_risk_state(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        working: dict[tuple[str, str], list[float]] = {}
+        for o in self.open.values():
+            key = (o.venue, o.symbol)
+            counts[key] = counts.get(key, 0) + 1
+            w = working.setdefault(key, [0.0, 0.0])
+            w[0 if o.side == "buy" else 1] += float(o.amount - o.filled)
+        self.state.open_orders, self.state.working = counts, working
+        self.state.positions = {k: float(v) for k, v in self.positions.items()}
+        self._update_pnl_today()
+
+    def _error(self, kind: str, message: str) -> None:
+        self.counters["errors"] += 1
+        self.metrics.errors.labels(kind).inc()
+        self.journal.append("error", {"kind": kind, "message": message, "market_ts": self.now_ms})
+
+    # --- pause -----------------------------------------------------------------------------------------
+    async def check_pause(self) -> None:
+        state = control.read_pause(self.pause_path)
+        if state.paused and not self.state.paused:
+            self.state.paused, self.state.pause_reason = True, f"{state.reason} (by {state.paused_by})"
+            self.metrics.paused.set(1)
+            self.journal.append_durable("pause", {"paused_by": state.paused_by, "reason": state.reason,
+                                                  "since": state.ts, "market_ts": self.now_ms,
+                                                  "resting_orders": len(self.open)})
+            for cid, order in list(self.open.items()):
+                if order.type == "limit":
+                    await self.cancel(cid, "paused")
+            self.journal.sync()
+        elif not state.paused and self.state.paused:
+            self.state.paused, self.state.pause_reason = False, ""
+            self.metrics.paused.set(0)
+            self.journal.append_durable("resume", {"market_ts": self.now_ms})
+
+    # --- recovery --------------------------------------------------------------------------------------
+    async def recover(self) -> list[dict]:
+        """Rebuild state from this runtime's journal and settle what a crash left open with the venues."""
+        records = [rec for _, _, rec in read_records(journal_files(self.journal.dir))]
+        orders: dict[str, dict] = {}
+        acked: dict[str, str] = {}
+        ended: set[str] = set()
+        for rec in records:
+            p, kind = rec["payload"], rec["kind"]
+            if isinstance(p.get("market_ts"), int):
+                self.last_market_ms = max(self.last_market_ms, p["market_ts"])
+            if kind == "fill":
+                self.seen_trades.add(p["trade_id"])
+                self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
+                                 Decimal(p["fee"]))
+                if p["client_order_id"] in orders:
+                    orders[p["client_order_id"]]["_filled"] += Decimal(p["amount"])
+            elif kind == "order":
+                orders[p["client_order_id"]] = dict(p, _filled=ZERO)
+            elif kind == "order_ack":
+                acked[p["client_order_id"]] = p["order_id"]
+                self.cid_by_order_id[p["order_id"]] = p["client_order_id"]
+            elif kind in ("order_rejected", "order_closed"):
+                ended.add(p["client_order_id"])
+            elif kind == "pause":
+                self.state.paused = True
+            elif kind == "resume":
+                self.state.paused = False
+        self.state.paused = False  # the control file decides, on the first check
+        recovered = 0
+        for cid, p in orders.items():
+            if cid in ended:
+                continue
+            venue = self.venues.get(p["venue"])
+            if venue is None:
+                continue
+            found = await venue.find_order(cid, p["symbol"])
+            if cid not in acked:
+                if found is None:
+                    self.journal.append("order_rejected", {"client_order_id": cid, "status": "not_sent",
+                                                           "error": "not at the venue after a restart",
+                                                           "market_ts": self.last_market_ms})
+                    continue
+                self.journal.append("order_ack", {"client_order_id": cid, "order_id": str(found["id"]),
+                                                  "status": found["status"], "recovered": True,
+                                                  "market_ts": self.last_market_ms})
+                self.cid_by_order_id[str(found["id"])] = cid
+                recovered += 1
+            if found is None:
+                continue
+            order = OpenOrder(cid, p["venue"], p["symbol"], p["side"], p["type"],
+                              Decimal(p["price"]) if p["price"] is not None else None, Decimal(p["amount"]),
+                              p["strategy"], p["tag"], p["decision_seq"], p["market_ts"], str(found["id"]), p["_filled"])
+            self.open[cid] = order
+        for name, venue in self.venues.items():
+            symbols = sorted({p["symbol"] for p in orders.values() if p["venue"] == name})
+            for symbol in symbols:  # trades the venue has of this runtime's orders that the journal lacks
+                for trade in await venue.fetch_my_trades(symbol):
+                    if str(trade["id"]) not in self.seen_trades and str(trade["order"]) in self.cid_by_order_id:
+                        self._fill(name, trade, recovered=True)
+            for order in [o for o in self.open.values() if o.venue == name]:
+                state = await venue.fetch_order(order.order_id, order.symbol)
+                if state["status"] != "open":
+                    self._closed(state)
+            drain = getattr(venue, "drain_trades", None)
+            if drain:
+                drain()
+        self.strategy.restore(records, self)
+        if recovered or orders:
+            self.journal.sync()
+        return records
+
+    # --- the loop --------------------------------------------------------------------------------------
+    async def handle(self, kind: int, obj) -> None:
+        """One market event: the paper venues see it first (orders arriving, the tape trading through
+        resting orders), then what they report is journaled, then the strategy reacts."""
+        self.now_ms = obj.ts
+        for venue in self.paper_venues:
+            if venue.pending:
+                venue.advance(obj.ts)
+        paper = self.paper_by_name.get(obj.venue)
+        if kind == BOOK:
+            if paper:
+                paper.on_book(obj)
+        elif paper:
+            paper.on_trade(obj)
+        fills = []
+        for name in self.venues:
+            fills += self._collect_venue(name)
+        if self._pending_balance:
+            await self._balance_legs()
+        if self.state.paused:
+            return
+        for fill in fills:
+            await self.act(self.strategy.on_fill(fill, self))
+        if kind == BOOK:
+            await self.act(self.strategy.on_book(obj, self))
+
+    @property
+    def paper_venues(self) -> list[PaperVenue]:
+        return [v for v in self.venues.values() if isinstance(v, PaperVenue)]
+
+    @property
+    def paper_by_name(self) -> dict[str, PaperVenue]:
+        return self._paper_by_name
+
+    async def run(self, events: AsyncIterator[tuple[int, object]]) -> None:
+        async for kind, obj in events:
+            await self.handle(kind, obj)
+            if self.stopping.is_set() or self.strategy.done:
+                break
+
+    async def shutdown(self, reason: str) -> None:
+        for cid in [c for c, o in self.open.items() if o.type == "limit"]:
+            await self.cancel(cid, f"shutdown: {reason}")
+        for name in self.venues:
+            self._collect_venue(name)
+        net, fees = self.pnl_usd()
+        self.journal.append_durable("stop", journal_safe({"reason": reason, "market_ts": self.now_ms,
+                                                          "counters": dict(self.counters), "net_pnl_usd": net,
+                                                          "fees_usd": fees}))
+
+    def status(self) -> dict:
+        net, fees = self.pnl_usd()
+        return {
+            "runtime_id": self.runtime_id, "mode": self.cfg.mode, "strategy": self.strategy.name,
+            "snapshot_id": self.snapshot.snapshot_id, "snapshot_error": self.snapshot_error,
+            "paused": self.state.paused, "pause_reason": self.state.pause_reason,
+            "market_time": iso_ms(self.now_ms) if self.now_ms else None,
+            "uptime_s": round(time.monotonic() - self.started_wall, 3),
+            "positions": [{"venue": v, "symbol": s, "amount": str(a)} for (v, s), a in sorted(self.positions.items())
+                          if a != 0],
+            "open_orders": [{"client_order_id": o.client_order_id, "venue": o.venue, "symbol": o.symbol,
+                             "side": o.side, "type": o.type, "price": str(o.price), "amount": str(o.amount),
+                             "filled": str(o.filled)} for o in self.open.values()],
+            "pnl": {"net_usd": round(net, 6), "fees_usd": round(fees, 6), "gross_usd": round(net + fees, 6),
+                    "today_usd": round(self.state.pnl_today_usd, 6)},
+            "counters": dict(self.counters),
+            "journal": {"dir": str(self.journal.dir), "seq": self.journal.seq, "fsyncs": self.journal.fsyncs},
+        }
+
+
+def expected_slippage(book: Book, side: str, amount: float, tick: float) -> float:
+    """Cost against mid, in quote, of taking `amount` through the book the paper venue models."""
+    left, cost = amount, 0.0
+    for price, size in book_levels(book, side, tick):
+        take = min(left, size)
+        cost += take * abs(price - book.mid)
+        left -= take
+        if left <= 0:
+            break
+    if left > 0:  # deeper than the modelled book: charge the last level's distance again
+        cost += left * abs(price - book.mid) * 2
+    return cost

@@ -1,0 +1,52 @@
+"""The runtime's HTTP surface: /api/health (200 or 503 with reasons), /api/dev/status (JSON) and
+/metrics (Prometheus). Nothing here can reach an API key: the status is built from the engine's state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+def health_reasons(engine, snapshot_max_age: timedelta, started: bool) -> list[str]:
+    reasons = []
+    if not started:
+        reasons.append("starting: recovering the journal and loading market data")
+    if engine.snapshot_error:
+        reasons.append(f"snapshot: {engine.snapshot_error}")
+    age = datetime.now(timezone.utc) - engine.snapshot.created_at
+    if age > snapshot_max_age:
+        reasons.append(f"snapshot {engine.snapshot.snapshot_id} is {age} old (limit {snapshot_max_age})")
+    if engine.venue_error:
+        reasons.append(f"venue unreachable: {engine.venue_error}")
+    return reasons
+
+
+def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application:
+    async def health(request: web.Request) -> web.Response:
+        reasons = health_reasons(engine, snapshot_max_age, is_started())
+        body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons,
+                "runtime_id": engine.runtime_id, "snapshot_id": engine.snapshot.snapshot_id}
+        return web.json_response(body, status=200 if not reasons else 503)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(engine.status())
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(engine.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes([web.get("/api/health", health), web.get("/api/dev/status", status), web.get("/metrics", metrics)])
+    return app
+
+
+async def start_server(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+    """Serve on 127.0.0.1:`port` (0 = any free port); returns the runner and the port bound."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    return runner, bound

@@ -1,0 +1,274 @@
+"""`sofia-runtime run`: one runtime process, from configuration to a clean stop.
+
+It takes the runtime's lock (one process per runtime id), opens and verifies its journal, loads the CURRENT
+serving snapshot, builds the venues and the strategy, recovers from the journal, serves health and metrics,
+then feeds market data to the engine until the duration, the end of the replayed day, the strategy's end or a
+signal, and stops cleanly (resting orders cancelled, a `stop` record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from sofia_runtime import paths
+from sofia_runtime.config import RuntimeConfig
+from sofia_runtime.engine import Engine, journal_safe
+from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
+from sofia_runtime.fees import FeeSchedule
+from sofia_runtime.health import make_app, start_server
+from sofia_runtime.journal import Journal, JournalError
+from sofia_runtime.marketdata import BOOK, Books, ReplayFeed
+from sofia_runtime.snapshot import Snapshot, SnapshotError, SnapshotWatcher, load_current
+
+REFERENCE_SYMBOL = "BTC/USDT"  # prices a non-USD quote currency in USD
+
+
+class RefusedToStart(RuntimeError):
+    """The runtime will not start; the message says why and what to change."""
+
+
+def make_strategy(cfg: RuntimeConfig):
+    if cfg.strategy == "mm_lite":
+        from sofia_runtime.strategies.mm_lite import MmLite
+        return MmLite(cfg)
+    if cfg.strategy == "funding_farmer":
+        from sofia_runtime.strategies.funding_farmer import FundingFarmer
+        return FundingFarmer(cfg)
+    from sofia_runtime.strategies.router import RouterStrategy
+    return RouterStrategy(cfg)
+
+
+def check_can_start(cfg: RuntimeConfig, env=os.environ) -> None:
+    if cfg.mode != "live":
+        return
+    if cfg.strategy == "mm_lite":
+        raise RefusedToStart("mm_lite is a paper-only strategy (a maker-only scalper for testing the stack); "
+                             "it refuses --mode live. Run it with --mode paper.")
+    from sofia_runtime.exchange.live import live_preconditions
+
+    missing = live_preconditions(cfg.mode, cfg.allow_live, env, cfg.venue or "")
+    if not cfg.venue:
+        missing.insert(0, "--venue is not given (live trades on one named venue)")
+    if missing:
+        raise RefusedToStart("live trading refused: " + "; ".join(missing))
+
+
+class RuntimeLock:
+    """An OS file lock per runtime id: a second process with the same id refuses to start."""
+
+    def __init__(self, runtime_id: str):
+        self.path = paths.data_dir() / "run" / f"{runtime_id}.lock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise RefusedToStart(f"runtime {runtime_id} is already running (pid {holder or '?'}); "
+                                 f"stop it or pass another --runtime-id") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def status_file(runtime_id: str) -> Path:
+    return paths.data_dir() / "run" / f"{runtime_id}.json"
+
+
+def starting_balances(cfg: RuntimeConfig, snapshot: Snapshot, venue: str) -> dict[str, Decimal]:
+    if cfg.starting_balances:
+        return {k: Decimal(repr(v)) for k, v in cfg.starting_balances.items()}
+    rows = snapshot.tables["inventory_targets"].filter(pl.col("venue") == venue)
+    return {r["asset"]: Decimal(repr(r["target"])) for r in rows.iter_rows(named=True)}
+
+
+def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, runtime_id: str,
+                       clock) -> dict[str, PaperVenue]:
+    markets = snapshot.tables["markets"]
+    latency = snapshot.tables["replay_latency"].filter((pl.col("endpoint") == "private_rest") & pl.col("ok"))
+    fees = FeeSchedule(snapshot.tables["fee_table"])
+    venues = {}
+    for i, name in enumerate(sorted(markets["venue"].unique())):
+        if cfg.venue and name != cfg.venue:
+            continue
+        specs = {r["symbol"]: MarketSpec.from_row(r) for r in markets.filter(pl.col("venue") == name).iter_rows(named=True)}
+        samples = latency.filter(pl.col("venue") == name)["latency_ms"].to_numpy()
+        venues[name] = PaperVenue(name, specs, fees, samples,
+                                  paths.data_dir() / "paper_venue" / runtime_id / f"{name}.jsonl",
+                                  starting_balances(cfg, snapshot, name),
+                                  books=lambda symbol, name=name: books.get(name, symbol), clock=clock, seed=i)
+    if not venues:
+        raise RefusedToStart(f"venue {cfg.venue!r} is not in the snapshot's markets "
+                             f"({sorted(markets['venue'].unique())})")
+    return venues
+
+
+async def paced(feed: ReplayFeed, books: Books, start: int, speed: float, engine: Engine,
+                yield_every: int = 256) -> AsyncIterator[tuple[int, object]]:
+    """The replay at `speed` market seconds per wall second (0: as fast as the engine goes)."""
+    if start >= len(feed):
+        return
+    wall0, market0 = time.monotonic(), int(feed.ts[start])
+    count = 0
+    for ts, kind, i in feed.events(start):
+        if speed > 0:
+            while True:
+                due = wall0 + (ts - market0) / 1000.0 / speed
+                wait = due - time.monotonic()
+                if wait <= 0 or engine.stopping.is_set():
+                    break
+                await asyncio.sleep(min(wait, 0.1))
+        else:
+            count += 1
+            if count % yield_every == 0:
+                await asyncio.sleep(0)
+        if engine.stopping.is_set():
+            return
+        yield (kind, feed.apply_book(i, books)) if kind == BOOK else (kind, feed.trade(i))
+
+
+async def _every(seconds: float, fn, engine: Engine) -> None:
+    while not engine.stopping.is_set():
+        try:
+            await fn()
+        except Exception as exc:  # a failing housekeeping task is recorded, never fatal to trading
+            engine._error("housekeeping", f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
+        await asyncio.sleep(seconds)
+
+
+async def run_runtime(cfg: RuntimeConfig, announce=print) -> int:
+    check_can_start(cfg)
+    runtime_id = cfg.resolved_runtime_id
+    lock = RuntimeLock(runtime_id)
+    try:
+        return await _run_locked(cfg, runtime_id, announce)
+    finally:
+        status_file(runtime_id).unlink(missing_ok=True)
+        lock.release()
+
+
+async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
+    max_age = timedelta(hours=cfg.snapshot_max_age_h)
+    try:
+        snapshot = load_current(paths.serving_dir(), max_age)
+    except SnapshotError as exc:
+        raise RefusedToStart(f"no snapshot to trade on: {exc}") from exc
+    try:
+        journal = Journal(paths.audit_dir(), runtime_id)
+    except JournalError as exc:
+        raise RefusedToStart(str(exc)) from exc
+    books = Books()
+    engine_ref: list[Engine] = []
+    clock = (lambda: int(time.time() * 1000)) if cfg.mode == "live" else (lambda: engine_ref[0].now_ms)
+    if cfg.mode == "live":
+        from sofia_runtime.exchange.live import LiveVenue, keys_from_env
+
+        key, secret = keys_from_env(cfg.venue, os.environ)
+        venues = {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue))}
+    else:
+        venues = build_paper_venues(cfg, snapshot, books, runtime_id, clock)
+    strategy = make_strategy(cfg)
+    engine = Engine(cfg, snapshot, journal, venues, strategy, pause_path=paths.pause_file(),
+                    live=cfg.mode == "live")
+    engine.books = books
+    engine_ref.append(engine)
+    started = False
+    app = make_app(engine, max_age, lambda: started)
+    server, port = await start_server(app, cfg.port)
+    try:
+        journal.append_durable("start", journal_safe({
+            "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,
+            "partition": snapshot.manifest["partition"], "port": port,
+            "config": cfg.model_dump(mode="json", exclude={"venue_urls"}), "journal_recovered": journal.recovered}))
+        status_file(runtime_id).write_text(json.dumps({"runtime_id": runtime_id, "pid": os.getpid(), "port": port,
+                                                       "strategy": cfg.strategy, "mode": cfg.mode}))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, engine.stopping.set)
+        await engine.recover()
+        instruments = strategy.instruments(engine)
+        engine.instruments = instruments
+        await engine.check_pause()
+        tasks = [asyncio.create_task(_every(cfg.pause_poll_s, engine.check_pause, engine)),
+                 asyncio.create_task(_every(0.05, _syncer(engine), engine)),
+                 asyncio.create_task(_every(5.0, _snapshot_watcher(engine, max_age), engine))]
+        if cfg.mode == "live":
+            from sofia_runtime.exchange.live import live_events
+
+            events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
+        else:
+            keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
+            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep)
+            start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
+            events = paced(feed, books, start, cfg.speed, engine)
+            announce(f"runtime {runtime_id}: {cfg.strategy} in {cfg.mode} mode on snapshot {snapshot.snapshot_id}, "
+                     f"{len(instruments)} instruments, replay {len(feed) - start:,} events from position {start:,} "
+                     f"at speed {cfg.speed or 'max'}; health on http://127.0.0.1:{port}/api/health")
+        started = True
+        reason = "replay finished"
+        try:
+            run = engine.run(events)
+            if cfg.duration_s:
+                await asyncio.wait_for(run, cfg.duration_s)
+            else:
+                await run
+            if engine.stopping.is_set():
+                reason = "signal"
+            elif strategy.done:
+                reason = "strategy done"
+        except TimeoutError:
+            reason = f"duration {cfg.duration_s:g} s reached"
+        engine.stopping.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.shutdown(reason)
+        for v in venues.values():
+            if isinstance(v, PaperVenue):
+                v.sync()
+            await v.close()
+        journal.close()
+        c = engine.counters
+        announce(f"runtime {runtime_id} stopped ({reason}): {c['decisions']:,} decisions, {c['passed']:,} passed, "
+                 f"{c['orders']:,} orders, {c['fills']:,} fills; journal {journal.dir}")
+        return 0
+    finally:
+        await server.cleanup()
+
+
+def _syncer(engine: Engine):
+    async def sync() -> None:
+        engine.journal.sync()
+        for v in engine.paper_venues:
+            v.sync()
+    return sync
+
+
+def _snapshot_watcher(engine: Engine, max_age: timedelta):
+    watcher = SnapshotWatcher(paths.serving_dir(), max_age)
+    watcher.snapshot = engine.snapshot
+
+    async def watch() -> None:
+        before = watcher.snapshot
+        snap = watcher.poll()
+        engine.snapshot_error = watcher.last_error
+        if snap is not None and snap is not before:
+            engine.use_snapshot(snap)
+            engine.journal.append("snapshot", {"snapshot_id": snap.snapshot_id, "partition": snap.manifest["partition"],
+                                               "market_ts": engine.now_ms})
+    return watch
+
