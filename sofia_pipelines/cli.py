@@ -77,8 +77,61 @@ def cmd_demo(args) -> int:
     _print_graph_summary(summary)
     wh = Path(defs.resources["warehouse"].database)
     console.print(f"warehouse {wh}: {wh.stat().st_size / 2**20:.1f} MiB")
+    failed = bool(summary.checks_failed)
+    if args.runtime_seconds > 0:
+        failed |= _demo_runtime(defs, args.runtime_seconds, args.speed)
     console.print(f"demo wall time: {time.perf_counter() - started:.1f} s")
-    return 1 if summary.checks_failed else 0
+    return 1 if failed else 0
+
+
+def _demo_runtime(defs, seconds: float, speed: float) -> bool:
+    """Run mm_lite and funding_farmer in paper mode side by side on the snapshot, ingest their journals,
+    reconcile, and summarize. Returns True when something failed."""
+    import subprocess
+    from datetime import datetime, timezone
+
+    from sofia_pipelines.materialize import ingest_journal
+    from sofia_runtime import paths
+    from sofia_runtime.journal import journal_files, read_records
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    runtimes = {s: f"demo-{s}-{stamp}" for s in ("mm_lite", "funding_farmer")}
+    console.print(f"paper runtimes for {seconds:g} s at replay speed {speed:g}: {', '.join(runtimes.values())}")
+    procs = {s: subprocess.Popen([sys.executable, "-m", "sofia_runtime.cli", "run", "--strategy", s, "--mode", "paper",
+                                  "--speed", str(speed), "--duration", f"{seconds}s", "--port", "0",
+                                  "--runtime-id", rid]) for s, rid in runtimes.items()}
+    failed = False
+    for s, proc in procs.items():
+        if proc.wait() != 0:
+            console.print(f"[red]runtime {runtimes[s]} exited with {proc.returncode}")
+            failed = True
+    files = [f for rid in runtimes.values() for f in journal_files(paths.audit_dir() / rid)]
+    days = sorted({f.stem for f in files})
+    outcome = ingest_journal(defs, _instance(), days)
+    table = Table(title="Paper trading")
+    for col in ("runtime", "decisions", "gate pass rate", "orders", "fills", "gross P&L USD", "fees USD",
+                "net P&L USD"):
+        table.add_column(col, justify="left" if col == "runtime" else "right")
+    recon = outcome.get("reconciliation", {})
+    for s, rid in runtimes.items():
+        records = [rec for _, _, rec in read_records(journal_files(paths.audit_dir() / rid))]
+        decisions = [r for r in records if r["kind"] == "decision"]
+        passed = sum(1 for r in decisions if r["payload"]["passed"])
+        stop = next((r["payload"] for r in reversed(records) if r["kind"] == "stop"), {})
+        net, fees = float(stop.get("net_pnl_usd", 0)), float(stop.get("fees_usd", 0))
+        table.add_row(rid, f"{len(decisions):,}", f"{passed / len(decisions):.1%}" if decisions else "-",
+                      f"{sum(1 for r in records if r['kind'] == 'order'):,}",
+                      f"{sum(1 for r in records if r['kind'] == 'fill'):,}", f"{net + fees:,.2f}", f"{fees:,.2f}",
+                      f"{net:,.2f}")
+    console.print(table)
+    rate = recon.get("reconciliation_rate")
+    console.print(f"reconciliation: {recon.get('matched', 0)} matched, {recon.get('breaks', '?')} breaks, rate "
+                  f"{rate:.1%}" if rate is not None else "reconciliation: did not run")
+    for name, passed in outcome["checks"].items():
+        console.print(f"  check {name}: {'[green]passed' if passed else '[red]failed'}")
+        failed |= not passed
+    console.print("P&L marked to mid at the end of the run; realized P&L through the tax model is in audit.net_pnl_*")
+    return failed or not outcome["success"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="materialize the whole graph on the configured source and summarize")
     demo.add_argument("--partitions", type=int, default=0, help="only the last N partitions (default: all)")
+    demo.add_argument("--runtime-seconds", type=float, default=60.0,
+                      help="wall time of the paper runtimes after the graph (0: skip them)")
+    demo.add_argument("--speed", type=float, default=600.0, help="their replay speed (market s per wall s)")
     demo.set_defaults(func=cmd_demo)
     backfill = sub.add_parser("backfill", help="materialize a range of daily partitions, one run each")
     backfill.add_argument("start", help="first partition, YYYY-MM-DD")

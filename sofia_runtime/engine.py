@@ -35,7 +35,7 @@ from sofia_runtime.marketdata import BOOK, Book, Books, TradeTick
 from sofia_runtime.metrics import Metrics
 from sofia_runtime.snapshot import Snapshot
 from sofia_runtime.strategies.base import Cancel, Strategy
-from sofia_runtime.tax import TaxRule, rate_on
+from sofia_runtime.tax import rate_on, rules_from_table
 
 ZERO = Decimal(0)
 
@@ -89,11 +89,6 @@ class Execution:
     closed: set[str] = field(default_factory=set)
 
 
-def tax_rules_from_table(df) -> list[TaxRule]:
-    return [TaxRule(r["rule_id"], r["kind"], Decimal(repr(r["rate"])), r["valid_from"], r["valid_to"], r["status"],
-                    r["enabled"], r["source"]) for r in df.iter_rows(named=True)]
-
-
 class Engine:
     def __init__(self, cfg, snapshot: Snapshot, journal: Journal, venues: dict, strategy: Strategy,
                  metrics: Metrics | None = None, pause_path=None, live: bool = False,
@@ -133,7 +128,7 @@ class Engine:
         t = snapshot.tables
         self.snapshot = snapshot
         self.fee_schedule = FeeSchedule(t["fee_table"])
-        self.tax_rules = tax_rules_from_table(t["tax_rules"])
+        self.tax_rules = rules_from_table(t["tax_rules"])
         self._day_cache = (-1, None, 0.0)
         self.markets = {(r["venue"], r["symbol"]): MarketSpec.from_row(r) for r in t["markets"].iter_rows(named=True)}
         self.fill_params = {(r["venue"], r["symbol"], r["side"]): FillParams(r["intensity_a"], r["decay_k"],
@@ -618,11 +613,25 @@ class Engine:
             if self.stopping.is_set() or self.strategy.done:
                 break
 
+    async def journal_balances(self) -> None:
+        """Each venue's balances as the venue reports them (the inventory plan and reconciliation read these)."""
+        for name, venue in self.venues.items():
+            try:
+                raw = await venue.fetch_balance()
+            except ExchangeError as exc:
+                self._error("balance", f"{name}: {exc}")
+                continue
+            totals = raw.get("total") if isinstance(raw.get("total"), dict) else {
+                asset: v["total"] for asset, v in raw.items() if isinstance(v, dict) and "total" in v}
+            self.journal.append("balances", {"venue": name, "market_ts": self.now_ms,
+                                             "total": {a: dec(v) for a, v in totals.items() if v is not None}})
+
     async def shutdown(self, reason: str) -> None:
         for cid in [c for c, o in self.open.items() if o.type == "limit"]:
             await self.cancel(cid, f"shutdown: {reason}")
         for name in self.venues:
             self._collect_venue(name)
+        await self.journal_balances()
         net, fees = self.pnl_usd()
         self.journal.append_durable("stop", journal_safe({"reason": reason, "market_ts": self.now_ms,
                                                           "counters": dict(self.counters), "net_pnl_usd": net,

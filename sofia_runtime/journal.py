@@ -68,12 +68,16 @@ def journal_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.jsonl"))
 
 
-def read_records(paths: Iterable[Path]) -> Iterator[tuple[Path, int, dict]]:
-    """(file, line number, record) for every complete line; a torn or unparsable line raises JournalError."""
+def read_records(paths: Iterable[Path], in_progress: bool = False) -> Iterator[tuple[Path, int, dict]]:
+    """(file, line number, record) for every complete line; a torn or unparsable line raises JournalError.
+    With `in_progress` (a runtime may be writing the files) a last line without its newline is a record still
+    being written and is left for the next read."""
     for path in paths:
         with path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
+                    if in_progress:
+                        break
                     raise JournalError(f"{path}:{number}: torn last line ({len(raw)} bytes without newline)")
                 try:
                     yield path, number, json.loads(raw)
@@ -81,7 +85,7 @@ def read_records(paths: Iterable[Path]) -> Iterator[tuple[Path, int, dict]]:
                     raise JournalError(f"{path}:{number}: not JSON: {exc}") from exc
 
 
-def verify(paths: Iterable[Path]) -> Problem | None:
+def verify(paths: Iterable[Path], in_progress: bool = False) -> Problem | None:
     """The first record that breaks the chain (a changed byte, a deleted or reordered record, a broken link
     across files), or None when every chain is intact. Files are checked per runtime, in day order."""
     by_runtime: dict[Path, list[Path]] = {}
@@ -90,7 +94,7 @@ def verify(paths: Iterable[Path]) -> Problem | None:
     for files in by_runtime.values():
         prev_hash, expected_seq = GENESIS, 1
         try:
-            for path, line, rec in read_records(files):
+            for path, line, rec in read_records(files, in_progress):
                 seq = rec.get("seq")
                 if rec.get("hash") != record_hash(rec):
                     return Problem(path, line, seq, "hash does not match the record's content")

@@ -93,7 +93,8 @@ def starting_balances(cfg: RuntimeConfig, snapshot: Snapshot, venue: str) -> dic
     if cfg.starting_balances:
         return {k: Decimal(repr(v)) for k, v in cfg.starting_balances.items()}
     rows = snapshot.tables["inventory_targets"].filter(pl.col("venue") == venue)
-    return {r["asset"]: Decimal(repr(r["target"])) for r in rows.iter_rows(named=True)}
+    return {r["asset"]: Decimal(repr(r["target"])).quantize(Decimal("1e-8")).normalize()
+            for r in rows.iter_rows(named=True)}
 
 
 def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, runtime_id: str,
@@ -193,13 +194,14 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         journal.append_durable("start", journal_safe({
             "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,
             "partition": snapshot.manifest["partition"], "port": port,
-            "config": cfg.model_dump(mode="json", exclude={"venue_urls"}), "journal_recovered": journal.recovered}))
+            "config": cfg.model_dump(mode="json"), "journal_recovered": journal.recovered}))
         status_file(runtime_id).write_text(json.dumps({"runtime_id": runtime_id, "pid": os.getpid(), "port": port,
                                                        "strategy": cfg.strategy, "mode": cfg.mode}))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, engine.stopping.set)
         await engine.recover()
+        await engine.journal_balances()
         instruments = strategy.instruments(engine)
         engine.instruments = instruments
         await engine.check_pause()

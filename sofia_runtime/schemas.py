@@ -86,6 +86,8 @@ def _duckdb_type(dtype: pl.DataType) -> str:
         return "DATE"
     if isinstance(dtype, pl.Datetime):
         return "TIMESTAMP"
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision}, {dtype.scale})"
     raise TypeError(f"no DuckDB type for {dtype}")
 
 
@@ -95,6 +97,7 @@ def _schema(name: str, keys: tuple[str, ...], nullable: tuple[str, ...] = (), ti
 
 
 U, F, I, B, D = pl.Utf8, pl.Float64, pl.Int64, pl.Boolean, pl.Date
+MONEY = pl.Decimal(38, 18)  # journal amounts are Decimal strings; they stay exact in the warehouse
 
 # --- raw market data (warehouse schema `raw`) --------------------------------------------------
 # `symbol` is ccxt's unified symbol: BTC/USDT for spot, BTC/USDT:USDT for a USDT-margined perp.
@@ -168,3 +171,35 @@ SERVING_TABLES: dict[str, TableSchema] = {
 }
 # The day of market data the paper runtime replays travels in the snapshot too, as replay_<raw table>.
 REPLAY_TABLES: dict[str, TableSchema] = {f"replay_{t}": RAW_TABLES[t] for t in ("books", "trades", "latency", "funding")}
+
+# --- the audit journal as tables (runtime -> pipelines, schema `audit`) ---------------------------
+AUDIT_EVENTS = _schema(
+    "events", ("runtime_id", "seq"), description="every journal record; payload is its canonical JSON",
+    runtime_id=U, seq=I, ts=TS, kind=U, payload=U, prev_hash=U, hash=U, file=U, line=I)
+FILLS = _schema(
+    "fills", ("runtime_id", "trade_id"), nullable=("order_id", "client_order_id", "fee_currency", "liquidity",
+                                                   "market_ts"),
+    description="the runtime's fills as journaled; money exact (DECIMAL)",
+    runtime_id=U, seq=I, ts=TS, trade_id=U, order_id=U, client_order_id=U, venue=U, symbol=U, side=U,
+    price=MONEY, amount=MONEY, fee=MONEY, fee_currency=U, liquidity=U, strategy=U, market_ts=TS)
+BALANCES = _schema(
+    "balances", ("runtime_id", "venue", "asset", "ts"), description="venue balances the runtime journaled",
+    runtime_id=U, ts=TS, venue=U, asset=U, total=MONEY)
+RECONCILIATION = _schema(
+    "reconciliation", ("runtime_id", "item", "id"), nullable=("detail",), time_column=None,
+    description="each runtime order and fill against the venue's own record: matched, missing_at_venue, "
+                "missing_in_journal or mismatched (detail names the fields)",
+    runtime_id=U, venue=U, item=U, id=U, status=U, detail=U)
+NET_PNL_DAYS = _schema(
+    "net_pnl_days", ("account", "day"), time_column=None,
+    description="realized P&L of the runtime's fills per account (runtime) and day, before profit taxes",
+    account=U, day=D, gross_usdt=MONEY, fees_usdt=MONEY, transaction_tax_usdt=MONEY, pre_tax_usdt=MONEY,
+    gross_try=MONEY, fees_try=MONEY, transaction_tax_try=MONEY)
+NET_PNL_QUARTERS = _schema(
+    "net_pnl_quarters", ("account", "year", "quarter"), time_column=None,
+    description="gross -> fees -> transaction tax -> withholding -> profit tax -> net per account and quarter",
+    account=U, year=I, quarter=I, usd_try=MONEY, gross_try=MONEY, fees_try=MONEY, transaction_tax_try=MONEY,
+    withholding_try=MONEY, profit_tax_try=MONEY, net_try=MONEY, gross_usdt=MONEY, fees_usdt=MONEY,
+    transaction_tax_usdt=MONEY, withholding_usdt=MONEY, profit_tax_usdt=MONEY, net_usdt=MONEY)
+AUDIT_TABLES: dict[str, TableSchema] = {s.name: s for s in (AUDIT_EVENTS, FILLS, BALANCES, RECONCILIATION,
+                                                            NET_PNL_DAYS, NET_PNL_QUARTERS)}

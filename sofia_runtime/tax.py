@@ -63,6 +63,12 @@ def rules_from_config(config: Mapping, proposed_start: date | None = None) -> li
     return rules
 
 
+def rules_from_table(df) -> list[TaxRule]:
+    """Rules from the tax_rules table (the snapshot's or the warehouse's)."""
+    return [TaxRule(r["rule_id"], r["kind"], Decimal(repr(r["rate"])), r["valid_from"], r["valid_to"], r["status"],
+                    r["enabled"], r["source"]) for r in df.iter_rows(named=True)]
+
+
 def rate_on(rules: Iterable[TaxRule], kind: str, day: date) -> Decimal:
     active = [r for r in rules if r.kind == kind and r.applies(day)]
     return max(active, key=lambda r: r.valid_from).rate if active else ZERO
@@ -120,33 +126,42 @@ COMPONENTS = ("gross", "fees", "transaction_tax", "withholding", "profit_tax", "
 
 
 def net_pnl(fills: Iterable[Fill], rules: list[TaxRule], usd_try: Callable[[datetime], Decimal]) -> PnlReport:
-    """Realized P&L per trade, day and quarter. A buy opens a FIFO lot whose cost includes its fee; a sell
-    closes lots oldest first. `usd_try(ts)` gives TRY per USD at a time."""
-    lots: dict[tuple[str, str, str], deque[list[Decimal]]] = defaultdict(deque)  # [amount, price, fee per unit]
+    """Realized P&L per trade, day and quarter. FIFO lots per account and symbol: a fill opens a lot (its fee
+    per unit carried in the lot's cost) or closes the oldest lots on the other side; realized P&L is booked on
+    the closing fill. A spot account cannot sell more than it holds; a perpetual (`BASE/QUOTE:SETTLE`) can go
+    short. The transaction tax is charged on spot sales. `usd_try(ts)` gives TRY per USD at a time."""
+    lots: dict[tuple[str, str], deque[list[Decimal]]] = defaultdict(deque)  # [signed amount, price, fee per unit]
     trades: list[TradePnl] = []
     for f in sorted(fills, key=lambda f: (f.ts, f.trade_id)):
-        key = (f.account, f.base, f.quote)
-        if f.side == "buy":
-            lots[key].append([f.amount, f.price, f.fee / f.amount if f.amount else ZERO])
-            continue
-        if f.side != "sell":
+        if f.side not in ("buy", "sell"):
             raise ValueError(f"fill {f.trade_id}: side must be buy or sell, not {f.side!r}")
-        remaining, cost, buy_fees = f.amount, ZERO, ZERO
-        while remaining > 0:
-            if not lots[key]:
-                raise ValueError(f"fill {f.trade_id}: sells {f.amount} {f.base} in account {f.account} "
-                                 f"with only {f.amount - remaining} held (no short selling in the tax ledger)")
-            lot = lots[key][0]
-            take = min(remaining, lot[0])
-            cost += take * lot[1]
-            buy_fees += q(take * lot[2])
-            lot[0] -= take
+        sign = 1 if f.side == "buy" else -1
+        book = lots[(f.account, f.symbol)]
+        fee_per_unit = f.fee / f.amount if f.amount else ZERO
+        remaining, closed, basis, basis_fees = f.amount, ZERO, ZERO, ZERO
+        while remaining > 0 and book and (book[0][0] > 0) != (sign > 0):
+            lot = book[0]
+            take = min(remaining, abs(lot[0]))
+            basis += take * lot[1]
+            basis_fees += q(take * lot[2])
+            lot[0] += sign * take
             remaining -= take
+            closed += take
             if lot[0] == 0:
-                lots[key].popleft()
-        proceeds = f.amount * f.price
-        txn = proceeds * rate_on(rules, "transaction_tax", f.ts.date())
-        trades.append(TradePnl(f.trade_id, f.account, f.symbol, f.ts, f.quote, q(proceeds - cost), q(f.fee + buy_fees),
+                book.popleft()
+        if remaining > 0:
+            if sign < 0 and ":" not in f.symbol:
+                raise ValueError(f"fill {f.trade_id}: sells {f.amount} {f.base} in account {f.account} "
+                                 f"with only {f.amount - remaining} held (no short selling of spot in the tax ledger)")
+            book.append([sign * remaining, f.price, fee_per_unit])
+        if closed == 0:
+            continue
+        value = closed * f.price
+        gross = value - basis if sign < 0 else basis - value  # closing a long sells; closing a short buys
+        spot_sale = sign < 0 and ":" not in f.symbol
+        txn = value * rate_on(rules, "transaction_tax", f.ts.date()) if spot_sale else ZERO
+        fee = f.fee if remaining == 0 else q(closed * fee_per_unit)
+        trades.append(TradePnl(f.trade_id, f.account, f.symbol, f.ts, f.quote, q(gross), q(fee + basis_fees),
                                q(txn), usd_try(f.ts)))
     return PnlReport(trades, _quarters(trades, rules), _days(trades))
 

@@ -1,0 +1,1 @@
+"""The audit journal back in Dagster: records, fills, reconciliation, net P&L (feature G)."""
