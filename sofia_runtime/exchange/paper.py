@@ -360,7 +360,8 @@ class PaperVenue:
                 self._fill(order, order["price"], qty, "maker")
 
     def _amount(self, size: float, order: dict) -> Decimal:
-        return self.markets[order["symbol"]].round_amount(max(size, 0.0))
+        # round off float noise first (0.2 - 0.1000000000000001 must still fill 0.1, not floor to 0.09999)
+        return self.markets[order["symbol"]].round_amount(round(max(size, 0.0), 12))
 
     def _fill(self, order: dict, price: Decimal, qty: Decimal, liquidity: str) -> None:
         now = self.clock()

@@ -208,19 +208,22 @@ def test_an_order_arrives_against_the_book_of_its_arrival_time(tape):
     ("buy", "0.1", "59990.005", "limit", "price 59990.005 is not a multiple of the tick 0.01"),
     ("buy", "0.100005", "59990", "limit", "amount 0.100005 is not a multiple of the step 0.00001"),
     ("buy", "0.00005", "59990", "limit", "amount 0.00005 is below the minimum 0.0001"),
-    ("buy", "0.0001", "40000", "limit", "notional 4.00000 is below the minimum 5"),
-    ("sell", "0.0001", None, "market", "notional 5.999000 is below the minimum 5"),  # market priced at the bid: passes
+    ("buy", "0.0001", "40000", "limit", "notional 4.0000 is below the minimum 5"),
     ("buy", "0.1", None, "stop", "bad side/type buy/stop"),
     ("buy", "0.1", None, "limit", "a limit order needs a positive price"),
 ])
 def test_invalid_orders_are_rejected_with_the_reason(tape, side, amount, price, type, message):
-    if message.startswith("notional 5.999"):
-        tape.place(side, amount, price, type=type)  # 0.0001 * 59990 = 5.999 >= 5
-        return
     with pytest.raises(InvalidOrder) as err:
         tape.place(side, amount, price, type=type)
     assert message in str(err.value)
     assert tape.venue.orders == {}
+
+
+def test_minimum_notional_of_a_market_order_uses_the_touch(tape):
+    tape.book(49990.0, 50010.0, 1.0, 1.0)
+    with pytest.raises(InvalidOrder, match="notional 4.999"):
+        tape.place("sell", "0.0001", type="market")  # 0.0001 * bid 49990 = 4.999 < 5
+    tape.place("buy", "0.0001", type="market")  # 0.0001 * ask 50010 = 5.001 >= 5
 
 
 def test_unknown_market_is_rejected(tape):
