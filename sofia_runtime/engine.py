@@ -401,7 +401,14 @@ class Engine:
     def _collect_venue(self, venue: str) -> list[dict]:
         v = self.venues[venue]
         fills = [t for t in v.drain_trades() if self._fill(venue, t)]
-        for order in getattr(v, "drain_closed_orders", lambda: [])():
+        drain_closed = getattr(v, "drain_closed_orders", None)
+        if drain_closed is None:  # the live adapter reports trades, not closings: an order filled in full is done
+            for cid in dict.fromkeys(t.get("clientOrderId") or self.cid_by_order_id.get(str(t["order"])) for t in fills):
+                o = self.open.get(cid)
+                if o is not None and o.filled >= o.amount:
+                    self._closed({"clientOrderId": cid, "id": o.order_id, "status": "closed", "filled": o.filled})
+            return fills
+        for order in drain_closed():
             if order["clientOrderId"] in self.open:
                 self._closed(order)
         return fills
@@ -594,10 +601,13 @@ class Engine:
             await self._balance_legs()
         if self.state.paused:
             return
-        for fill in fills:
-            await self.act(self.strategy.on_fill(fill, self))
-        if kind == BOOK:
-            await self.act(self.strategy.on_book(obj, self))
+        try:
+            for fill in fills:
+                await self.act(self.strategy.on_fill(fill, self))
+            if kind == BOOK:
+                await self.act(self.strategy.on_book(obj, self))
+        except Exception as exc:  # a strategy bug costs this event, not the loop
+            self._error("strategy", f"{self.strategy.name} on {obj.venue} {obj.symbol}: {type(exc).__name__}: {exc}")
 
     @property
     def paper_venues(self) -> list[PaperVenue]:

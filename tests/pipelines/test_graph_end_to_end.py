@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import subprocess
+import sys
+
 import duckdb
 import dagster as dg
 import pytest
 
-from sofia_pipelines.materialize import materialize_partitions
+from sofia_pipelines.materialize import ingest_journal, materialize_partitions
 from sofia_runtime import paths
 from sofia_runtime.snapshot import load_current
 
@@ -31,7 +34,7 @@ def code_location(data_dir):
     )
 
 
-def test_backfill_all_seven_partitions_then_read_the_snapshot(code_location, data_dir):
+def test_backfill_all_seven_partitions_then_trade_the_snapshot_and_reconcile(code_location, data_dir):
     instance = dg.DagsterInstance.ephemeral()
     summary = materialize_partitions(code_location, SIM_DAYS, instance)
 
@@ -53,3 +56,23 @@ def test_backfill_all_seven_partitions_then_read_the_snapshot(code_location, dat
                   "inventory_targets", "risk_limits", "markets", "tax_rules", "replay_books", "replay_trades"):
         assert snapshot.tables[table].height > 0, table
     assert snapshot.tables["replay_books"]["ts"].dt.date().unique().to_list() == [date(2026, 10, 31)]
+
+    # the paper runtimes on that snapshot, as `make demo` runs them, then their journals back into Dagster
+    procs = [subprocess.Popen([sys.executable, "-m", "sofia_runtime.cli", "run", "--strategy", strategy, "--speed", "0",
+                               "--duration", "8s", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for strategy in ("mm_lite", "funding_farmer")]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    days = sorted({f.stem for f in paths.audit_dir().glob("*/*.jsonl")})
+    outcome = ingest_journal(code_location, instance, days)
+    assert outcome["success"]
+    assert all(outcome["checks"].values()), outcome["checks"]
+    assert outcome["reconciliation"]["reconciliation_rate"] == 1.0
+    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
+        runtimes = {r[0] for r in conn.execute("SELECT DISTINCT runtime_id FROM audit.events").fetchall()}
+        assert runtimes == {"mm_lite-paper", "funding_farmer-paper"}
+        fills = conn.execute("SELECT count(*) FROM audit.fills").fetchone()[0]
+        assert fills == conn.execute("SELECT count(*) FROM audit.events WHERE kind = 'fill'").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM audit.reconciliation WHERE status <> 'matched'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM audit.net_pnl_days").fetchone()[0] > 0
