@@ -31,7 +31,7 @@ from sofia_runtime.fill_model import FillParams
 from sofia_runtime.gate import Decision, GateParams, Intent, Leg, LegInputs, evaluate
 from sofia_runtime.journal import Journal, read_records, journal_files
 from sofia_runtime.limits import Limits, RiskState
-from sofia_runtime.marketdata import BOOK, Book, Books, TradeTick
+from sofia_runtime.marketdata import BOOK, FUNDING, Book, Books
 from sofia_runtime.metrics import Metrics
 from sofia_runtime.snapshot import Snapshot
 from sofia_runtime.strategies.base import Cancel, Strategy
@@ -108,7 +108,9 @@ class Engine:
         self.positions: dict[tuple[str, str], Decimal] = {}
         self.cash: dict[tuple[str, str], Decimal] = {}
         self.fees_paid: dict[tuple[str, str], Decimal] = {}
+        self.funding_paid: dict[tuple[str, str], Decimal] = {}  # received when positive
         self.seen_trades: set[str] = set()
+        self.seen_funding: set[str] = set()
         self.cid_by_order_id: dict[str, str] = {}
         self.state = RiskState()
         self.counters = {"decisions": 0, "passed": 0, "rejected": 0, "blocked": 0, "orders": 0, "order_errors": 0,
@@ -263,7 +265,8 @@ class Engine:
             block = self.limits.check(intent, self.state, ages, [leg["notional_usd"] for leg in decision.legs])
         passed = decision.passed and block is None
         result = "passed" if passed else ("blocked" if block else "rejected")
-        self.metrics.decision_seconds.observe(time.perf_counter() - t0)
+        decided = time.perf_counter() - t0
+        self.metrics.decision_seconds.observe(decided)
         self.metrics.decisions.labels(intent.strategy, result).inc()
         self.counters["decisions"] += 1
         self.counters["passed" if passed else ("blocked" if block else "rejected")] += 1
@@ -272,7 +275,8 @@ class Engine:
         rec = self.journal.append("decision", journal_safe({
             "strategy": intent.strategy, "tag": intent.tag, "passed": passed, "result": result,
             "reason": block or decision.reason, "gate_reason": decision.reason, "intent_reason": intent.reason,
-            "reduce_only": intent.reduce_only, "hold_hours": intent.hold_hours, "market_ts": self.now_ms, "ev_usd": decision.ev_usd,
+            "reduce_only": intent.reduce_only, "hold_hours": intent.hold_hours, "market_ts": self.now_ms,
+            "decision_us": int(decided * 1e6), "ev_usd": decision.ev_usd,
             "p_fill": decision.p_fill, "edge_usd": decision.edge_usd, "fees_usd": decision.fees_usd,
             "tax_usd": decision.tax_usd, "slippage_usd": decision.slippage_usd,
             "miss_cost_usd": decision.miss_cost_usd, "threshold_usd": self.gate_params.threshold_usd,
@@ -306,6 +310,7 @@ class Engine:
             "price": price, "amount": amount, "post_only": leg.post_only, "market_ts": self.now_ms})
         f0 = time.perf_counter()
         self.journal.durable(rec)  # never an order at the venue that the journal could lose
+        durable_at_send = self.journal.durable_seq
         self.metrics.fsync_seconds.observe(time.perf_counter() - f0)
         execution.client_ids.append(cid)
         self.executions[cid] = execution
@@ -334,7 +339,8 @@ class Engine:
         self.metrics.orders.labels(leg.venue, "acknowledged").inc()
         self.counters["orders"] += 1
         self.journal.append("order_ack", {"client_order_id": cid, "order_id": order.order_id, "status": ack["status"],
-                                          "decision_to_ack_us": int(latency * 1e6), "market_ts": self.now_ms})
+                                          "decision_to_ack_us": int(latency * 1e6), "durable_seq_at_send": durable_at_send,
+                                          "order_seq": rec["seq"], "market_ts": self.now_ms})
         return True
 
     async def _find_after_network_error(self, order: OpenOrder, exc: Exception) -> dict | None:
@@ -439,6 +445,17 @@ class Engine:
         self.metrics.fills.labels(venue, trade.get("takerOrMaker") or "unknown").inc()
         return True
 
+    def _funding(self, venue: str, payment: dict) -> None:
+        amount = Decimal(payment["amount"])
+        key = (venue, payment["symbol"])
+        self.cash[key] = self.cash.get(key, ZERO) + amount
+        self.funding_paid[key] = self.funding_paid.get(key, ZERO) + amount
+        self.seen_funding.add(payment["id"])
+        self.journal.append("funding", {"venue": venue, "symbol": payment["symbol"], "funding_id": payment["id"],
+                                        "rate": Decimal(payment["rate"]), "position": Decimal(payment["position"]),
+                                        "mark": Decimal(payment["mark"]), "amount": amount,
+                                        "currency": payment["currency"], "market_ts": self.now_ms})
+
     def _apply_fill(self, venue, symbol, side, price: Decimal, amount: Decimal, fee: Decimal) -> None:
         key = (venue, symbol)
         sign = 1 if side == "buy" else -1
@@ -525,6 +542,11 @@ class Engine:
                                  Decimal(p["fee"]))
                 if p["client_order_id"] in orders:
                     orders[p["client_order_id"]]["_filled"] += Decimal(p["amount"])
+            elif kind == "funding":
+                self.seen_funding.add(p["funding_id"])
+                key = (p["venue"], p["symbol"])
+                self.cash[key] = self.cash.get(key, ZERO) + Decimal(p["amount"])
+                self.funding_paid[key] = self.funding_paid.get(key, ZERO) + Decimal(p["amount"])
             elif kind == "order":
                 orders[p["client_order_id"]] = dict(p, _filled=ZERO)
             elif kind == "order_ack":
@@ -572,6 +594,9 @@ class Engine:
                 state = await venue.fetch_order(order.order_id, order.symbol)
                 if state["status"] != "open":
                     self._closed(state)
+            for payment in getattr(venue, "fundings", []):  # charged at the venue, not yet journaled
+                if payment["id"] not in self.seen_funding:
+                    self._funding(name, payment)
             drain = getattr(venue, "drain_trades", None)
             if drain:
                 drain()
@@ -589,6 +614,12 @@ class Engine:
             if venue.pending:
                 venue.advance(obj.ts)
         paper = self.paper_by_name.get(obj.venue)
+        if kind == FUNDING:
+            if paper:
+                paper.on_funding(obj.symbol, obj.rate, obj.ts)
+                for payment in paper.drain_funding():
+                    self._funding(obj.venue, payment)
+            return
         if kind == BOOK:
             if paper:
                 paper.on_book(obj)

@@ -193,6 +193,11 @@ class Journal:
             self.fsyncs += 1
             self._synced = target
 
+    @property
+    def durable_seq(self) -> int:
+        """The seq up to which every record of this journal is on disk."""
+        return self._base_seq + self._synced
+
     def durable(self, record: dict) -> None:
         """Return once `record` (from this journal's `append`) is on disk."""
         with self._lock:

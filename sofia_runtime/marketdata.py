@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-BOOK, TRADE = 0, 1
+BOOK, TRADE, FUNDING = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -85,15 +85,32 @@ class TradeTick:
     amount: float
 
 
-class ReplayFeed:
-    """The snapshot's day of books and trades as one stream of (kind, index) in time order."""
+@dataclass(frozen=True, slots=True)
+class FundingTick:
+    venue: str
+    symbol: str
+    ts: int
+    rate: float  # paid by longs to shorts when positive, per the venue's interval
 
-    def __init__(self, books: pl.DataFrame, trades: pl.DataFrame, keep: Iterable[tuple[str, str]] | None = None):
+
+class ReplayFeed:
+    """The snapshot's day of books, trades and funding charges as one stream of (kind, index) in time order
+    (at the same millisecond: book, then trade, then funding)."""
+
+    def __init__(self, books: pl.DataFrame, trades: pl.DataFrame, keep: Iterable[tuple[str, str]] | None = None,
+                 funding: pl.DataFrame | None = None):
+        funding = funding if funding is not None else pl.DataFrame(
+            schema={"venue": pl.Utf8, "symbol": pl.Utf8, "ts": pl.Datetime("ms"), "funding_rate": pl.Float64})
         if keep is not None:
             wanted = pl.DataFrame(list(keep), schema=["venue", "symbol"], orient="row")
             books = books.join(wanted, on=["venue", "symbol"], how="semi")
             trades = trades.join(wanted, on=["venue", "symbol"], how="semi")
+            funding = funding.join(wanted, on=["venue", "symbol"], how="semi")
         books, trades = books.sort("ts", maintain_order=True), trades.sort("ts", maintain_order=True)
+        funding = funding.sort("ts", maintain_order=True)
+        self.funding_rows = [FundingTick(v, s, int(t), float(r)) for v, s, t, r in zip(
+            funding["venue"].to_list(), funding["symbol"].to_list(), funding["ts"].dt.epoch("ms").to_list(),
+            funding["funding_rate"].to_list())]
         self.book_venue = books["venue"].to_list()
         self.book_symbol = books["symbol"].to_list()
         self.book_ts = books["ts"].dt.epoch("ms").to_numpy()
@@ -104,9 +121,12 @@ class ReplayFeed:
         self.trade_side = trades["side"].to_list()
         self.trade_price = trades["price"].to_numpy()
         self.trade_amount = trades["amount"].to_numpy()
-        ts = np.concatenate([self.book_ts, self.trade_ts])
-        kinds = np.concatenate([np.full(len(self.book_ts), BOOK, np.int8), np.full(len(self.trade_ts), TRADE, np.int8)])
-        index = np.concatenate([np.arange(len(self.book_ts)), np.arange(len(self.trade_ts))])
+        funding_ts = np.array([f.ts for f in self.funding_rows], dtype=np.int64)
+        ts = np.concatenate([self.book_ts, self.trade_ts, funding_ts])
+        kinds = np.concatenate([np.full(len(self.book_ts), BOOK, np.int8), np.full(len(self.trade_ts), TRADE, np.int8),
+                                np.full(len(funding_ts), FUNDING, np.int8)])
+        index = np.concatenate([np.arange(len(self.book_ts)), np.arange(len(self.trade_ts)),
+                                np.arange(len(funding_ts))])
         order = np.lexsort((kinds, ts))
         self.ts, self.kinds, self.index = ts[order], kinds[order], index[order]
 
@@ -134,6 +154,12 @@ class ReplayFeed:
     def trade(self, i: int) -> TradeTick:
         return TradeTick(self.trade_venue[i], self.trade_symbol[i], int(self.trade_ts[i]), self.trade_side[i],
                          float(self.trade_price[i]), float(self.trade_amount[i]))
+
+    def event(self, kind: int, i: int, books: Books):
+        """The event object of (kind, index): the book after the update, a trade or a funding charge."""
+        if kind == BOOK:
+            return self.apply_book(i, books)
+        return self.trade(i) if kind == TRADE else self.funding_rows[i]
 
     def events(self, start: int = 0) -> Iterator[tuple[int, int, int]]:
         """(ts_ms, kind, index) from position `start`."""

@@ -28,7 +28,7 @@ from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.health import make_app, start_server
 from sofia_runtime.journal import Journal, JournalError
-from sofia_runtime.marketdata import BOOK, Books, ReplayFeed
+from sofia_runtime.marketdata import Books, ReplayFeed
 from sofia_runtime.snapshot import Snapshot, SnapshotError, SnapshotWatcher, load_current
 
 REFERENCE_SYMBOL = "BTC/USDT"  # prices a non-USD quote currency in USD
@@ -139,7 +139,7 @@ async def paced(feed: ReplayFeed, books: Books, start: int, speed: float, engine
                 await asyncio.sleep(0)
         if engine.stopping.is_set():
             return
-        yield (kind, feed.apply_book(i, books)) if kind == BOOK else (kind, feed.trade(i))
+        yield kind, feed.event(kind, i, books)
 
 
 async def _every(seconds: float, fn, engine: Engine) -> None:
@@ -214,7 +214,8 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
         else:
             keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
-            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep)
+            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep,
+                              funding=snapshot.tables["replay_funding"])
             start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
             events = paced(feed, books, start, cfg.speed, engine)
             announce(f"runtime {runtime_id}: {cfg.strategy} in {cfg.mode} mode on snapshot {snapshot.snapshot_id}, "

@@ -88,10 +88,12 @@ class PaperVenue:
         self.orders: dict[str, dict] = {}
         self.by_client: dict[str, str] = {}
         self.trades: list[dict] = []
+        self.fundings: list[dict] = []
         self.balances: dict[str, Decimal] = {}
         self.pending: list[str] = []  # order ids not yet at the venue (in flight), in arrival order
         self._resting: dict[str, list[str]] = {}  # symbol -> resting order ids
         self._new_trades: list[dict] = []
+        self._new_funding: list[dict] = []
         self._closed: list[dict] = []
         self.record_path = record_path
         record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,11 @@ class PaperVenue:
                     trade = _trade_from_json(line["trade"])
                     self.trades.append(trade)
                     self._settle(trade)
+                elif line["t"] == "funding":
+                    payment = line["funding"]
+                    self.fundings.append(payment)
+                    quote = self.markets[payment["symbol"]].quote
+                    self.balances[quote] = self.balances.get(quote, ZERO) + Decimal(payment["amount"])
                 else:
                     raise ValueError(f"{self.record_path}:{number}: unknown record type {line['t']!r}")
         for order in self.orders.values():
@@ -192,6 +199,26 @@ class PaperVenue:
     def drain_trades(self) -> list[dict]:
         out, self._new_trades = self._new_trades, []
         return out
+
+    def drain_funding(self) -> list[dict]:
+        out, self._new_funding = self._new_funding, []
+        return out
+
+    def on_funding(self, symbol: str, rate: float, ts: int) -> None:
+        """A perp's funding charge: a long pays position x mark x rate to the shorts (receives when negative)."""
+        spec = self.markets.get(symbol)
+        position = self.balances.get(symbol, ZERO)
+        book = self.books(symbol)
+        if spec is None or spec.market != "perp" or position == 0 or not book.valid:
+            return
+        mark = dec(book.mid).quantize(spec.price_tick)
+        amount = (-position * mark * dec(rate)).quantize(Decimal("1e-8"))
+        payment = {"id": f"{self.name}-F{len(self.fundings) + 1}", "symbol": symbol, "timestamp": ts, "rate": str(dec(rate)),
+                   "position": str(position), "mark": str(mark), "amount": str(amount), "currency": spec.quote}
+        self.fundings.append(payment)
+        self.balances[spec.quote] = self.balances.get(spec.quote, ZERO) + amount
+        self._record({"t": "funding", "funding": payment})
+        self._new_funding.append(payment)
 
     def drain_closed_orders(self) -> list[dict]:
         out, self._closed = self._closed, []
