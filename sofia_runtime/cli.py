@@ -67,6 +67,9 @@ def cmd_run(args) -> int:
                  "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id}
     try:
         cfg = load_config(Path(args.config) if args.config else None, **overrides)
+        if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
+            raise RefusedToStart("live trading refused: --mode live is not on the command line (mode: live in the "
+                                 "configuration file or SOFIA_RUNTIME_MODE is not enough)")
         if args.order:
             cfg.router.order = args.order
         return asyncio.run(run_runtime(cfg))

@@ -66,6 +66,11 @@ class RuntimeConfig(BaseSettings):
     duration_s: float | None = Field(None, gt=0, description="stop after this much wall time")
     snapshot_max_age_h: float = Field(72.0, gt=0)
     pause_poll_s: float = Field(0.25, gt=0, le=1.0)
+    send_retries: int = Field(3, ge=0, description="re-sends of an order after network errors (each after a lookup)")
+    send_backoff_s: float = Field(0.05, ge=0)
+    slot: Literal["blue", "green"] | None = Field(None, description="blue-green slot: trade only while holding "
+                                                                    "the deployment's lease")
+    deployment: str | None = Field(None, description="the blue-green pair's name; default: the strategy")
     starting_balances: dict[str, float] = Field(default_factory=dict,
                                                 description="paper balances per asset; empty = inventory targets")
     gate: GateConfig = GateConfig()
@@ -84,7 +89,18 @@ class RuntimeConfig(BaseSettings):
 
     @property
     def resolved_runtime_id(self) -> str:
-        return self.runtime_id or f"{self.strategy}-{self.mode}"
+        if self.runtime_id:
+            return self.runtime_id
+        return f"{self.resolved_deployment}-{self.slot}" if self.slot else f"{self.strategy}-{self.mode}"
+
+    @property
+    def resolved_deployment(self) -> str:
+        return self.deployment or self.strategy
+
+    @property
+    def venue_account(self) -> str:
+        """Whose paper venue this is: both slots of a deployment trade the same simulated account."""
+        return f"{self.resolved_deployment}-slots" if self.slot else self.resolved_runtime_id
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from sofia_runtime import control
-from sofia_runtime.exchange.base import ExchangeError, InsufficientFunds, InvalidOrder, NetworkError, OrderNotFound
+from sofia_runtime.exchange.base import (ExchangeError, InsufficientFunds, InvalidOrder, NetworkError, OrderNotFound,
+                                        create_order_once)
 from sofia_runtime.exchange.paper import MarketSpec, PaperVenue, book_levels, dec
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.fill_model import FillParams
@@ -122,6 +123,10 @@ class Engine:
         self.snapshot_error: str | None = None
         self._pending_balance: list[Execution] = []
         self.instruments: set[tuple[str, str]] = set()
+        self._fills_for_strategy: list[dict] = []
+        self.unknown: dict[str, OpenOrder] = {}  # sent, outcome unknown after retries
+        self.order_guard = None  # () -> reason an order may not be sent now (the trading lease), or None
+        self.draining = False  # handing over: venues still report, strategies propose nothing
         self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
         self.use_snapshot(snapshot)
 
@@ -314,6 +319,12 @@ class Engine:
         self.metrics.fsync_seconds.observe(time.perf_counter() - f0)
         execution.client_ids.append(cid)
         self.executions[cid] = execution
+        refused = self.order_guard() if self.order_guard else None
+        if refused:  # checked after the record is durable, right before the venue: nothing slips between
+            self.counters["order_errors"] += 1
+            self.journal.append("order_rejected", {"client_order_id": cid, "status": "not_sent", "error": refused,
+                                                   "market_ts": self.now_ms})
+            return False
         params = {"clientOrderId": cid}
         if leg.post_only:
             params["postOnly"] = True
@@ -321,14 +332,14 @@ class Engine:
                           execution.decision_seq, self.now_ms)
         self.open[cid] = order
         try:
-            ack = await self.venues[leg.venue].create_order(leg.symbol, leg.type, leg.side, amount, price, params)
+            ack = await create_order_once(self.venues[leg.venue], leg.symbol, leg.type, leg.side, amount, price,
+                                          params, self.cfg.send_retries, self.cfg.send_backoff_s)
         except (InvalidOrder, InsufficientFunds) as exc:
             self._order_failed(order, "rejected", exc)
             return False
         except NetworkError as exc:
-            ack = await self._find_after_network_error(order, exc)
-            if ack is None:
-                return False
+            self._order_unknown(order, exc)
+            return False
         except ExchangeError as exc:
             self._order_failed(order, "error", exc)
             return False
@@ -343,16 +354,52 @@ class Engine:
                                           "order_seq": rec["seq"], "market_ts": self.now_ms})
         return True
 
-    async def _find_after_network_error(self, order: OpenOrder, exc: Exception) -> dict | None:
-        """The request may have reached the venue: ask by client order id before deciding it failed."""
-        try:
-            found = await self.venues[order.venue].find_order(order.client_order_id, order.symbol)
-        except ExchangeError as again:
-            found = None
-            exc = again
-        if found is None:
-            self._order_failed(order, "not_sent", exc)
-        return found
+    def _order_unknown(self, order: OpenOrder, exc: Exception) -> None:
+        """The venue could not tell whether it has the order: keep asking by client order id (`resolve_unknown`)
+        and never send it again."""
+        self.unknown[order.client_order_id] = order
+        self.counters["order_errors"] += 1
+        self.metrics.orders.labels(order.venue, "unknown").inc()
+        self.journal.append("order_unknown", {"client_order_id": order.client_order_id,
+                                              "error": f"{type(exc).__name__}: {exc}", "market_ts": self.now_ms})
+
+    async def refresh_open_orders(self) -> None:
+        """Venues that do not report closings (live): an open order the venue no longer lists is fetched and
+        closed with the venue's final state (cancelled, expired or partly filled)."""
+        for name, venue in self.venues.items():
+            if hasattr(venue, "drain_closed_orders"):
+                continue
+            mine = [o for o in self.open.values() if o.venue == name and o.order_id]
+            if not mine:
+                continue
+            listed = {str(o["id"]) for o in await venue.fetch_open_orders()}
+            for order in mine:
+                if order.order_id not in listed and order.client_order_id in self.open:
+                    final = await venue.fetch_order(order.order_id, order.symbol)
+                    if final["status"] != "open":
+                        if dec(final.get("filled") or 0) > order.filled and hasattr(venue, "poll_trades"):
+                            await venue.poll_trades([order.symbol])  # its fills first, then its closing
+                        self._collect_venue(name)
+                        if order.client_order_id in self.open:
+                            self._closed(dict(final, clientOrderId=order.client_order_id))
+
+    async def resolve_unknown(self) -> None:
+        for cid, order in list(self.unknown.items()):
+            try:
+                found = await self.venues[order.venue].find_order(cid, order.symbol)
+            except NetworkError:
+                continue
+            del self.unknown[cid]
+            if found is None:
+                self._order_failed(order, "not_sent", NetworkError("the venue has no such order"))
+                continue
+            order.order_id = str(found["id"])
+            self.cid_by_order_id[order.order_id] = cid
+            self.counters["orders"] += 1
+            self.journal.append("order_ack", {"client_order_id": cid, "order_id": order.order_id,
+                                              "status": found["status"], "recovered": True, "market_ts": self.now_ms})
+            if found["status"] != "open":
+                self._closed(found)
 
     def _order_failed(self, order: OpenOrder, status: str, exc: Exception) -> None:
         self.open.pop(order.client_order_id, None)
@@ -407,6 +454,7 @@ class Engine:
     def _collect_venue(self, venue: str) -> list[dict]:
         v = self.venues[venue]
         fills = [t for t in v.drain_trades() if self._fill(venue, t)]
+        self._fills_for_strategy += fills  # the strategy hears of them on the next market event
         drain_closed = getattr(v, "drain_closed_orders", None)
         if drain_closed is None:  # the live adapter reports trades, not closings: an order filled in full is done
             for cid in dict.fromkeys(t.get("clientOrderId") or self.cid_by_order_id.get(str(t["order"])) for t in fills):
@@ -436,7 +484,8 @@ class Engine:
             "fee": fee, "fee_currency": trade["fee"]["currency"] if trade.get("fee") else None,
             "liquidity": trade.get("takerOrMaker"), "strategy": strategy, "venue_ts": trade.get("timestamp"),
             "market_ts": self.now_ms, "recovered": recovered})
-        self._apply_fill(venue, trade["symbol"], trade["side"], price, amount, fee)
+        self._apply_fill(venue, trade["symbol"], trade["side"], price, amount, fee,
+                         trade["fee"].get("currency") if trade.get("fee") else None)
         if order:
             order.filled += amount
         if execution:
@@ -456,12 +505,16 @@ class Engine:
                                         "mark": Decimal(payment["mark"]), "amount": amount,
                                         "currency": payment["currency"], "market_ts": self.now_ms})
 
-    def _apply_fill(self, venue, symbol, side, price: Decimal, amount: Decimal, fee: Decimal) -> None:
+    def _apply_fill(self, venue, symbol, side, price: Decimal, amount: Decimal, fee: Decimal,
+                    fee_currency: str | None = None) -> None:
         key = (venue, symbol)
         sign = 1 if side == "buy" else -1
-        self.positions[key] = self.positions.get(key, ZERO) + sign * amount
-        self.cash[key] = self.cash.get(key, ZERO) - sign * price * amount - fee
-        self.fees_paid[key] = self.fees_paid.get(key, ZERO) + fee
+        spec = self.markets.get(key)
+        fee_in_base = spec is not None and fee_currency == spec.base and spec.market == "spot"
+        # a venue may take the fee in the asset bought (Binance spot buys): it then comes off the position
+        self.positions[key] = self.positions.get(key, ZERO) + sign * amount - (fee if fee_in_base else ZERO)
+        self.cash[key] = self.cash.get(key, ZERO) - sign * price * amount - (ZERO if fee_in_base else fee)
+        self.fees_paid[key] = self.fees_paid.get(key, ZERO) + (fee * price if fee_in_base else fee)
 
     def _closed(self, order: dict) -> None:
         cid = order["clientOrderId"]
@@ -539,7 +592,7 @@ class Engine:
             if kind == "fill":
                 self.seen_trades.add(p["trade_id"])
                 self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
-                                 Decimal(p["fee"]))
+                                 Decimal(p["fee"]), p.get("fee_currency"))
                 if p["client_order_id"] in orders:
                     orders[p["client_order_id"]]["_filled"] += Decimal(p["amount"])
             elif kind == "funding":
@@ -600,6 +653,7 @@ class Engine:
             drain = getattr(venue, "drain_trades", None)
             if drain:
                 drain()
+        records = [rec for _, _, rec in read_records(journal_files(self.journal.dir))]  # with what recovery added
         self.strategy.restore(records, self)
         if recovered or orders:
             self.journal.sync()
@@ -625,12 +679,12 @@ class Engine:
                 paper.on_book(obj)
         elif paper:
             paper.on_trade(obj)
-        fills = []
         for name in self.venues:
-            fills += self._collect_venue(name)
+            self._collect_venue(name)
+        fills, self._fills_for_strategy = self._fills_for_strategy, []
         if self._pending_balance:
             await self._balance_legs()
-        if self.state.paused:
+        if self.state.paused or self.draining:
             return
         try:
             for fill in fills:

@@ -179,7 +179,8 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         from sofia_runtime.exchange.live import LiveVenue, keys_from_env
 
         key, secret = keys_from_env(cfg.venue, os.environ)
-        venues = {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue))}
+        # the engine re-sends after a lookup by client order id (create_order_once); the adapter sends once
+        venues = {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue), retries=0)}
     else:
         venues = build_paper_venues(cfg, snapshot, books, runtime_id, clock)
     strategy = make_strategy(cfg)
@@ -207,7 +208,10 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         await engine.check_pause()
         tasks = [asyncio.create_task(_every(cfg.pause_poll_s, engine.check_pause, engine)),
                  asyncio.create_task(_every(0.05, _syncer(engine), engine)),
-                 asyncio.create_task(_every(5.0, _snapshot_watcher(engine, max_age), engine))]
+                 asyncio.create_task(_every(5.0, _snapshot_watcher(engine, max_age), engine)),
+                 asyncio.create_task(_every(1.0, engine.resolve_unknown, engine))]
+        if cfg.mode == "live":
+            tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
         if cfg.mode == "live":
             from sofia_runtime.exchange.live import live_events
 

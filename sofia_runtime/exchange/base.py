@@ -8,6 +8,7 @@ cost the runtime its start-up time in paper mode.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Protocol
 
@@ -73,3 +74,27 @@ class Venue(Protocol):
 
 def on_grid(value: Decimal, step: Decimal) -> bool:
     return step <= 0 or (value / step) == (value / step).to_integral_value()
+
+
+async def create_order_once(venue: Venue, symbol: str, type: str, side: str, amount, price, params: dict,
+                            retries: int = 3, backoff_s: float = 0.05) -> dict:
+    """Send an order so that the venue has it at most once: after a network error (the request may have
+    landed) ask the venue for the client order id, and send again only when it says it has no such order.
+    Raises NetworkError when the outcome is still unknown after the last attempt; the caller must keep asking."""
+    cid = params["clientOrderId"]
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+            try:
+                found = await venue.find_order(cid, symbol)
+            except NetworkError as exc:
+                last = exc
+                continue  # still unknown: never send blind
+            if found is not None:
+                return found
+        try:
+            return await venue.create_order(symbol, type, side, amount, price, params)
+        except NetworkError as exc:
+            last = exc
+    raise NetworkError(f"order {cid}: outcome unknown after {retries + 1} attempts: {last}")

@@ -199,7 +199,7 @@ def test_an_order_is_not_at_the_venue_before_its_latency_has_passed(tape):
 def test_an_order_arrives_against_the_book_of_its_arrival_time(tape):
     o = tape.place("buy", "0.1", "60000", post_only=True)  # inside the spread when sent
     tape.now = T0 + 20
-    tape.book(60005.0, 60000.0 + 25, 1.0, 1.0)  # the book moved up: 60000 is now below the bid, one level back
+    tape.book(60005.0, 60025.0, 1.0, 1.0)  # the book moved up: 60000 now rests behind the 1.0 bid at 60005
     tape.at(LATENCY_MS)
     assert tape.order(o["id"])["status"] == "open" and tape.venue.orders[o["id"]]["_ahead"] == pytest.approx(1.0)
 
