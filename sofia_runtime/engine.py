@@ -127,8 +127,20 @@ class Engine:
         self.unknown: dict[str, OpenOrder] = {}  # sent, outcome unknown after retries
         self.order_guard = None  # () -> reason an order may not be sent now (the trading lease), or None
         self.draining = False  # handing over: venues still report, strategies propose nothing
+        self.role: str | None = None  # blue-green: "standby" or "active"
+        self.handover_to: str | None = None
         self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
         self.use_snapshot(snapshot)
+
+    def attach_venues(self, venues: dict) -> None:
+        self.venues = venues
+        self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
+
+    def request_handover(self, to: str) -> None:
+        """Stop trading for the other slot: no new orders from now, then the runner shuts down and releases."""
+        self.handover_to = to
+        self.draining = True
+        self.stopping.set()
 
     # --- snapshot-derived state -------------------------------------------------------------------------
     def use_snapshot(self, snapshot: Snapshot) -> None:
@@ -579,8 +591,26 @@ class Engine:
             self.journal.append_durable("resume", {"market_ts": self.now_ms})
 
     # --- recovery --------------------------------------------------------------------------------------
-    async def recover(self) -> list[dict]:
-        """Rebuild state from this runtime's journal and settle what a crash left open with the venues."""
+    async def recover(self, partner_dirs=()) -> list[dict]:
+        """Rebuild state from this runtime's journal and settle what a crash left open with the venues.
+        `partner_dirs`: journals of runtimes that traded the same venue account before (the other slot of a
+        blue-green pair); their fills and funding are part of the positions, their orders are theirs."""
+        for directory in partner_dirs:
+            for _, _, rec in read_records(journal_files(directory), in_progress=True):
+                p, kind = rec["payload"], rec["kind"]
+                if isinstance(p.get("market_ts"), int):
+                    self.last_market_ms = max(self.last_market_ms, p["market_ts"])
+                if kind == "fill":
+                    self.seen_trades.add(p["trade_id"])
+                    self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
+                                     Decimal(p["fee"]), p.get("fee_currency"))
+                elif kind == "funding":
+                    self.seen_funding.add(p["funding_id"])
+                    key = (p["venue"], p["symbol"])
+                    self.cash[key] = self.cash.get(key, ZERO) + Decimal(p["amount"])
+                    self.funding_paid[key] = self.funding_paid.get(key, ZERO) + Decimal(p["amount"])
+                elif kind == "order_ack":
+                    self.cid_by_order_id[p["order_id"]] = p["client_order_id"]
         records = [rec for _, _, rec in read_records(journal_files(self.journal.dir))]
         orders: dict[str, dict] = {}
         acked: dict[str, str] = {}
@@ -722,6 +752,8 @@ class Engine:
                                              "total": {a: dec(v) for a, v in totals.items() if v is not None}})
 
     async def shutdown(self, reason: str) -> None:
+        for venue in self.paper_venues:  # orders in flight reach the book as it last was
+            venue.advance(self.now_ms + 3_600_000)
         for cid in [c for c, o in self.open.items() if o.type == "limit"]:
             await self.cancel(cid, f"shutdown: {reason}")
         for name in self.venues:
@@ -735,7 +767,7 @@ class Engine:
     def status(self) -> dict:
         net, fees = self.pnl_usd()
         return {
-            "runtime_id": self.runtime_id, "mode": self.cfg.mode, "strategy": self.strategy.name,
+            "runtime_id": self.runtime_id, "mode": self.cfg.mode, "strategy": self.strategy.name, "role": self.role,
             "snapshot_id": self.snapshot.snapshot_id, "snapshot_error": self.snapshot_error,
             "paused": self.state.paused, "pause_reason": self.state.pause_reason,
             "market_time": iso_ms(self.now_ms) if self.now_ms else None,

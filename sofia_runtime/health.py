@@ -28,17 +28,27 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
         reasons = health_reasons(engine, snapshot_max_age, is_started())
         body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons,
                 "runtime_id": engine.runtime_id, "snapshot_id": engine.snapshot.snapshot_id}
+        if engine.role:
+            body["role"] = engine.role
         return web.json_response(body, status=200 if not reasons else 503)
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(engine.status())
+
+    async def handover(request: web.Request) -> web.Response:
+        to = request.query.get("to", "")
+        if engine.role != "active":
+            return web.json_response({"error": f"this runtime is {engine.role or 'not a slot'}, not active"}, status=409)
+        engine.request_handover(to)
+        return web.json_response({"handover_to": to, "runtime_id": engine.runtime_id}, status=202)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(engine.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
-    app.add_routes([web.get("/api/health", health), web.get("/api/dev/status", status), web.get("/metrics", metrics)])
+    app.add_routes([web.get("/api/health", health), web.get("/api/dev/status", status), web.get("/metrics", metrics),
+                    web.post("/api/dev/handover", handover)])
     return app
 
 

@@ -28,6 +28,7 @@ from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.health import make_app, start_server
 from sofia_runtime.journal import Journal, JournalError
+from sofia_runtime.lease import TradingLease
 from sofia_runtime.marketdata import Books, ReplayFeed
 from sofia_runtime.snapshot import Snapshot, SnapshotError, SnapshotWatcher, load_current
 
@@ -97,8 +98,7 @@ def starting_balances(cfg: RuntimeConfig, snapshot: Snapshot, venue: str) -> dic
             for r in rows.iter_rows(named=True)}
 
 
-def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, runtime_id: str,
-                       clock) -> dict[str, PaperVenue]:
+def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, clock) -> dict[str, PaperVenue]:
     markets = snapshot.tables["markets"]
     latency = snapshot.tables["replay_latency"].filter((pl.col("endpoint") == "private_rest") & pl.col("ok"))
     fees = FeeSchedule(snapshot.tables["fee_table"])
@@ -109,7 +109,7 @@ def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, run
         specs = {r["symbol"]: MarketSpec.from_row(r) for r in markets.filter(pl.col("venue") == name).iter_rows(named=True)}
         samples = latency.filter(pl.col("venue") == name)["latency_ms"].to_numpy()
         venues[name] = PaperVenue(name, specs, fees, samples,
-                                  paths.data_dir() / "paper_venue" / runtime_id / f"{name}.jsonl",
+                                  paths.data_dir() / "paper_venue" / cfg.venue_account / f"{name}.jsonl",
                                   starting_balances(cfg, snapshot, name),
                                   books=lambda symbol, name=name: books.get(name, symbol), clock=clock, seed=i)
     if not venues:
@@ -173,35 +173,34 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
     except JournalError as exc:
         raise RefusedToStart(str(exc)) from exc
     books = Books()
-    engine_ref: list[Engine] = []
-    clock = (lambda: int(time.time() * 1000)) if cfg.mode == "live" else (lambda: engine_ref[0].now_ms)
-    if cfg.mode == "live":
-        from sofia_runtime.exchange.live import LiveVenue, keys_from_env
-
-        key, secret = keys_from_env(cfg.venue, os.environ)
-        # the engine re-sends after a lookup by client order id (create_order_once); the adapter sends once
-        venues = {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue), retries=0)}
-    else:
-        venues = build_paper_venues(cfg, snapshot, books, runtime_id, clock)
     strategy = make_strategy(cfg)
-    engine = Engine(cfg, snapshot, journal, venues, strategy, pause_path=paths.pause_file(),
-                    live=cfg.mode == "live")
+    engine = Engine(cfg, snapshot, journal, {}, strategy, pause_path=paths.pause_file(), live=cfg.mode == "live")
     engine.books = books
-    engine_ref.append(engine)
+    lease = TradingLease(paths.control_dir(), cfg.resolved_deployment, cfg.slot, runtime_id) if cfg.slot else None
     started = False
     app = make_app(engine, max_age, lambda: started)
     server, port = await start_server(app, cfg.port)
     try:
         journal.append_durable("start", journal_safe({
             "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,
-            "partition": snapshot.manifest["partition"], "port": port,
+            "partition": snapshot.manifest["partition"], "port": port, "venue_account": cfg.venue_account,
+            "slot": cfg.slot, "deployment": cfg.resolved_deployment if cfg.slot else None,
             "config": cfg.model_dump(mode="json"), "journal_recovered": journal.recovered}))
         status_file(runtime_id).write_text(json.dumps({"runtime_id": runtime_id, "pid": os.getpid(), "port": port,
-                                                       "strategy": cfg.strategy, "mode": cfg.mode}))
+                                                       "strategy": cfg.strategy, "mode": cfg.mode, "slot": cfg.slot,
+                                                       "deployment": cfg.resolved_deployment}))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, engine.stopping.set)
-        await engine.recover()
+        if lease is not None:
+            started = True  # a standby is healthy: ready to take over
+            if not await _wait_for_lease(engine, lease, announce):
+                journal.append_durable("stop", {"reason": "stopped as standby", "market_ts": 0})
+                journal.close()
+                return 0
+        venues = _build_venues(cfg, snapshot, books, engine)
+        engine.attach_venues(venues)
+        await engine.recover(partner_dirs(cfg))
         await engine.journal_balances()
         instruments = strategy.instruments(engine)
         engine.instruments = instruments
@@ -211,10 +210,9 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
                  asyncio.create_task(_every(5.0, _snapshot_watcher(engine, max_age), engine)),
                  asyncio.create_task(_every(1.0, engine.resolve_unknown, engine))]
         if cfg.mode == "live":
-            tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
-        if cfg.mode == "live":
             from sofia_runtime.exchange.live import live_events
 
+            tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
             events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
         else:
             keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
@@ -233,7 +231,9 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
                 await asyncio.wait_for(run, cfg.duration_s)
             else:
                 await run
-            if engine.stopping.is_set():
+            if engine.handover_to:
+                reason = f"handover to {engine.handover_to}"
+            elif engine.stopping.is_set():
                 reason = "signal"
             elif strategy.done:
                 reason = "strategy done"
@@ -244,6 +244,11 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await engine.shutdown(reason)
+        if lease is not None:
+            journal.append_durable("handover" if engine.handover_to else "lease_released",
+                                   {"deployment": cfg.resolved_deployment, "slot": cfg.slot, "token": lease.token,
+                                    "to": engine.handover_to, "market_ts": engine.now_ms})
+            lease.release()  # only now: every order of this slot is journaled and closed
         for v in venues.values():
             if isinstance(v, PaperVenue):
                 v.sync()
@@ -255,6 +260,40 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         return 0
     finally:
         await server.cleanup()
+
+
+def _build_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: Engine) -> dict:
+    if cfg.mode == "live":
+        from sofia_runtime.exchange.live import LiveVenue, keys_from_env
+
+        key, secret = keys_from_env(cfg.venue, os.environ)
+        # the engine re-sends after a lookup by client order id (create_order_once); the adapter sends once
+        return {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue), retries=0)}
+    return build_paper_venues(cfg, snapshot, books, lambda: engine.now_ms)
+
+
+def partner_dirs(cfg: RuntimeConfig) -> list[Path]:
+    """The other slot's journal: the same venue account, so its fills are part of this slot's positions."""
+    if not cfg.slot:
+        return []
+    other = "green" if cfg.slot == "blue" else "blue"
+    return [paths.audit_dir() / f"{cfg.resolved_deployment}-{other}"]
+
+
+async def _wait_for_lease(engine: Engine, lease: TradingLease, announce) -> bool:
+    """As a standby: healthy, trading nothing, until the lease is free (the active slot handed over or died)."""
+    engine.role = "standby"
+    engine.journal.append_durable("standby", {"deployment": lease.deployment, "slot": lease.slot})
+    announce(f"runtime {engine.runtime_id}: standby for {lease.deployment}, waiting for the trading lease")
+    while not lease.try_acquire():
+        if engine.stopping.is_set():
+            return False
+        await asyncio.sleep(0.01)
+    engine.role = "active"
+    engine.order_guard = lease.check
+    engine.journal.append_durable("lease_acquired", {"deployment": lease.deployment, "slot": lease.slot,
+                                                     "token": lease.token})
+    return True
 
 
 def _syncer(engine: Engine):

@@ -186,10 +186,10 @@ BALANCES = _schema(
     "balances", ("runtime_id", "venue", "asset", "ts"), description="venue balances the runtime journaled",
     runtime_id=U, ts=TS, venue=U, asset=U, total=MONEY)
 RECONCILIATION = _schema(
-    "reconciliation", ("runtime_id", "item", "id"), nullable=("detail",), time_column=None,
-    description="each runtime order and fill against the venue's own record: matched, missing_at_venue, "
-                "missing_in_journal or mismatched (detail names the fields)",
-    runtime_id=U, venue=U, item=U, id=U, status=U, detail=U)
+    "reconciliation", ("account", "item", "id"), nullable=("detail",), time_column=None,
+    description="each order and fill of a venue account's runtimes against the venue's own record: matched, "
+                "missing_at_venue, missing_in_journal or mismatched (detail names the fields)",
+    account=U, venue=U, item=U, id=U, status=U, detail=U)
 NET_PNL_DAYS = _schema(
     "net_pnl_days", ("account", "day"), time_column=None,
     description="realized P&L of the runtime's fills per account (runtime) and day, before profit taxes",
@@ -203,3 +203,72 @@ NET_PNL_QUARTERS = _schema(
     transaction_tax_usdt=MONEY, withholding_usdt=MONEY, profit_tax_usdt=MONEY, net_usdt=MONEY)
 AUDIT_TABLES: dict[str, TableSchema] = {s.name: s for s in (AUDIT_EVENTS, FILLS, BALANCES, RECONCILIATION,
                                                             NET_PNL_DAYS, NET_PNL_QUARTERS)}
+
+# --- SLOs and error budgets (feature N, warehouse schema `audit`) ---------------------------------
+# One row per SLI and evaluation. `good`/`total` are counted in `counted` (seconds for the time-based SLIs,
+# records or items otherwise); burn rate = (1 - good/total) / error_budget over the window named.
+SLO_REPORT = _schema(
+    "slo_report", ("evaluated_at", "sli"), nullable=("measured", "ratio", "detail"), time_column="evaluated_at",
+    description="per SLI and evaluation: measured value, target, good/total over the rolling window, remaining "
+                "error budget, short- and long-window burn rates and status (ok, burning, exhausted, no_data)",
+    evaluated_at=TS, sli=U, objective=U, measured=F, unit=U, target=F, window_days=F, counted=U, good=F, total=F,
+    ratio=F, error_budget=F, remaining_budget=F, short_window_hours=F, burn_rate_short=F, burn_rate_long=F,
+    status=U, detail=U)
+
+# --- anomaly detector and profit attribution (features I and J, warehouse schema `analytics`) ---------------
+ANOMALY_SCORES = _schema(
+    "anomaly_scores", ("metric", "entity", "window_start"), nullable=("median", "mad", "scale", "z", "since"),
+    time_column="window_start",
+    description="robust z-score of each metric per entity and window: z = (value - median) / scale over the "
+                "trailing windows, scale = max(1.4826 * MAD, the metric's floor); exceeds = beyond the threshold "
+                "in the metric's bad direction, streak = consecutive exceeding windows (since = the first), "
+                "anomalous = streak >= persist_windows",
+    metric=U, entity=U, source=U, window_start=TS, value=F, median=F, mad=F, scale=F, z=F, n_baseline=I,
+    exceeds=B, streak=I, since=TS, anomalous=B)
+ANOMALY_ACTIONS = _schema(
+    "anomaly_actions", ("metric", "entity", "since"), time_column="acted_at",
+    description="what the detector did about each anomaly episode (metric, entity, first window): paused "
+                "(wrote the pause control file) or already_paused (someone had; left as it was)",
+    metric=U, entity=U, since=TS, acted_at=TS, action=U, paused_by=U, reason=U)
+PROFIT_ATTRIBUTION = _schema(
+    "profit_attribution", ("strategy", "venue", "symbol", "day"), nullable=("mark_start_usd",), time_column=None,
+    description="P&L per strategy, venue, symbol and market day in USD: edge + slippage + inventory_mtm + funding "
+                "+ fees + transaction_tax + profit_tax = net exactly (costs negative); net = cash_flow + "
+                "inventory_value_end - inventory_value_start + fees + taxes + funding",
+    strategy=U, venue=U, symbol=U, day=D, quote=U, fills=I, bought=MONEY, sold=MONEY, position_start=MONEY,
+    position_end=MONEY, mark_start_usd=MONEY, mark_end_usd=MONEY, cash_flow_usd=MONEY,
+    inventory_value_start_usd=MONEY, inventory_value_end_usd=MONEY, edge_usd=MONEY, slippage_usd=MONEY,
+    inventory_mtm_usd=MONEY, funding_usd=MONEY, fees_usd=MONEY, transaction_tax_usd=MONEY, profit_tax_usd=MONEY,
+    net_usd=MONEY)
+
+# --- risk backtest and Monte Carlo (feature H, warehouse schema `analytics`, daily-partitioned by `day`) ------
+RISK_BACKTEST_PNL = _schema(
+    "risk_backtest_pnl", ("strategy",), time_column=None,
+    description="the day's P&L in USD of each strategy's rules replayed by the runtime's engine on paper venues "
+                "(each day starts flat; what is held at the end is marked to mid), and of the book (their sum): "
+                "net = gross - fees + funding - transaction tax",
+    strategy=U, net_usd=F, gross_usd=F, fees_usd=F, funding_usd=F, tax_usd=F, end_exposure_usd=F, decisions=I,
+    passed=I, orders=I, fills=I, instruments=I, events=I, seconds=F)
+RISK_BACKTEST_FILLS = _schema(
+    "risk_backtest_fills", ("strategy", "trade_id"), nullable=("client_order_id", "tag", "liquidity", "fee_currency"),
+    description="the fills the backtest assumed (the paper venue's fill model), as the engine journaled them",
+    strategy=U, ts=TS, trade_id=U, client_order_id=U, tag=U, venue=U, symbol=U, side=U, liquidity=U,
+    price=MONEY, amount=MONEY, fee=MONEY, fee_currency=U, notional_usd=F)
+RISK_BACKTEST_POSITIONS = _schema(
+    "risk_backtest_positions", ("strategy", "venue", "symbol"), time_column=None,
+    description="what each strategy holds at the end of the backtested day (base units), marked to mid, in USD",
+    strategy=U, venue=U, symbol=U, position=F, mark=F, notional_usd=F)
+RISK_MONTE_CARLO = _schema(
+    "risk_monte_carlo", ("method", "scope", "metric"), nullable=("ci_low", "ci_high"), time_column=None,
+    description="Monte Carlo risk per method (bootstrap, student_t) and scope (book or a strategy): VaR and CVaR "
+                "at 95/99 % over 1 day and the horizon (losses positive, USD), maximum drawdown, Sharpe and Sortino "
+                "(median across paths with an interval), probability of a day losing the daily loss limit",
+    method=U, scope=U, metric=U, value=F, ci_low=F, ci_high=F, paths=I, horizon_days=I, history_days=I)
+RISK_MC_QUANTILES = _schema(
+    "risk_mc_quantiles", ("method", "scope", "quantity", "q"), time_column=None,
+    description="distribution of the simulated 1-day P&L, horizon P&L and maximum drawdown (USD): quantiles "
+                "per method and scope",
+    method=U, scope=U, quantity=U, q=F, value=F)
+RISK_TABLES: dict[str, TableSchema] = {s.name: s for s in (RISK_BACKTEST_PNL, RISK_BACKTEST_FILLS,
+                                                           RISK_BACKTEST_POSITIONS, RISK_MONTE_CARLO,
+                                                           RISK_MC_QUANTILES)}

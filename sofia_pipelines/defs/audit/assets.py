@@ -11,13 +11,14 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.defs.audit.compute import (all_journal_files, balances_frame, events_frame, fills_frame,
-                                                journal_files_for_day, journal_views, live_venue_record,
-                                                net_pnl_frames, paper_venue_record, reconcile)
+                                                journal_files_for_day, live_venue_record, net_pnl_frames,
+                                                reconciliation_frame)
 from sofia_pipelines.metadata import markdown_table, preview
 from sofia_pipelines.partitions import partition_window
 from sofia_pipelines.warehouse import read_window, replace_rows, replace_window, table_exists
 from sofia_runtime import paths
 from sofia_runtime.journal import verify
+from sofia_runtime.reconcile import account_of, paper_venue_record
 from sofia_runtime.schemas import (AUDIT_EVENTS, BALANCES, FILLS, NET_PNL_DAYS, NET_PNL_QUARTERS, RAW_TABLES,
                                    RECONCILIATION, TAX_RULES)
 from sofia_runtime.tax import rules_from_table
@@ -58,10 +59,10 @@ def fills(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.Ma
                                           "balances rows": balances.height, "preview": preview(frame)})
 
 
-def _venue_record(runtime_id, venue, view):
+def _venue_record(account, venue, view):
     if view.mode == "live":
         return live_venue_record(venue, view, os.environ)
-    return paper_venue_record(paths.data_dir() / "paper_venue" / runtime_id / f"{venue}.jsonl")
+    return paper_venue_record(paths.data_dir() / "paper_venue" / account / f"{venue}.jsonl")
 
 
 @dg.asset(key="reconciliation", group_name=GROUP, kinds={"duckdb"}, deps=[fills],
@@ -72,12 +73,12 @@ def _venue_record(runtime_id, venue, view):
 def reconciliation(warehouse: DuckDBResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         events = read_window(conn, "audit", AUDIT_EVENTS)
-        result = reconcile(journal_views(events), _venue_record)
+        result = reconciliation_frame(events, _venue_record)
         replace_rows(conn, "audit", RECONCILIATION, result)
     matched = result.filter(pl.col("status") == "matched").height
     rate = matched / result.height if result.height else 1.0
     breaks = result.filter(pl.col("status") != "matched")
-    summary = result.group_by("runtime_id", "item", "status").len().sort("runtime_id", "item", "status")
+    summary = result.group_by("account", "item", "status").len().sort("account", "item", "status")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(result.height), "matched": matched,
         "reconciliation_rate": dg.MetadataValue.float(rate), "breaks": breaks.height,
@@ -96,7 +97,7 @@ def reconciliation_complete(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=breaks.is_empty(), metadata={"reconciliation_rate": rate, "breaks": breaks.height},
         description=None if first is None else
-        f"{breaks.height} break(s); first: {first['runtime_id']} {first['item']} {first['id']} at {first['venue']}: "
+        f"{breaks.height} break(s); first: {first['account']} {first['item']} {first['id']} at {first['venue']}: "
         f"{first['status']} ({first['detail']})")
 
 
@@ -128,10 +129,17 @@ def _usd_try(fx: pl.DataFrame):
 @dg.asset(key="net_pnl", group_name=GROUP, kinds={"duckdb"}, deps=[fills, dg.AssetKey("tax_rules")],
           automation_condition=dg.AutomationCondition.eager(),
           description="Realized P&L of the runtimes' fills through the Turkish tax model: gross -> fees -> "
-                      "transaction tax -> withholding -> profit tax -> net, per runtime by day and quarter.")
+                      "transaction tax -> withholding -> profit tax -> net, per venue account (a runtime, or both "
+                      "slots of a blue-green deployment) by day and quarter.")
 def net_pnl(warehouse: DuckDBResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         fills_all = read_window(conn, "audit", FILLS)
+        starts = conn.sql("SELECT runtime_id, kind, payload FROM audit.events WHERE kind = 'start'").pl() \
+            if table_exists(conn, "audit", "events") else pl.DataFrame()
+        # the two slots of a blue-green deployment trade one account: their fills are one ledger
+        accounts = account_of({"runtime_id": r["runtime_id"], "kind": r["kind"], "payload": json.loads(r["payload"])}
+                              for r in starts.iter_rows(named=True))
+        fills_all = fills_all.with_columns(pl.col("runtime_id").replace(accounts))
         rules = rules_from_table(read_window(conn, "analytics", TAX_RULES)) \
             if table_exists(conn, "analytics", "tax_rules") else []
         fx = read_window(conn, "raw", RAW_TABLES["fx"])

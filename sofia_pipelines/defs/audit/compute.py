@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from sofia_runtime.journal import canonical, read_records
+from sofia_runtime.reconcile import JournalView, VenueRecord, journal_views, reconcile
 from sofia_runtime.schemas import AUDIT_EVENTS, BALANCES, FILLS, NET_PNL_DAYS, NET_PNL_QUARTERS, RECONCILIATION
 from sofia_runtime.tax import Fill, TaxRule, net_pnl
 
@@ -65,143 +65,11 @@ def balances_frame(events: pl.DataFrame) -> pl.DataFrame:
     return BALANCES.conform(pl.DataFrame(rows, infer_schema_length=None), "journal balances records")
 
 
-# --- reconciliation ---------------------------------------------------------------------------------------
-@dataclass
-class VenueRecord:
-    """What a venue says about one runtime's orders and trades."""
-    orders: dict[str, dict] = field(default_factory=dict)  # order id -> order
-    trades: dict[str, dict] = field(default_factory=dict)  # trade id -> trade
-    error: str | None = None
-
-
-def paper_venue_record(path: Path) -> VenueRecord:
-    """The paper venue's own record file (its order book of record and trade log)."""
-    record = VenueRecord()
-    if not path.exists():
-        record.error = f"{path} does not exist"
-        return record
-    with path.open() as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.endswith("\n"):
-                break  # still being written
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                record.error = f"{path}:{number}: not JSON: {exc}"
-                return record
-            if line["t"] == "order":
-                record.orders[line["order"]["id"]] = line["order"]
-            elif line["t"] == "trade":
-                record.trades[line["trade"]["id"]] = line["trade"]
-    return record
-
-
-@dataclass
-class JournalView:
-    """One runtime's orders and fills as its journal tells them."""
-    orders: dict[str, dict] = field(default_factory=dict)  # client order id -> order payload + ack/close
-    fills: dict[str, dict] = field(default_factory=dict)  # trade id -> fill payload
-    mode: str = "paper"
-    venue_urls: dict = field(default_factory=dict)
-
-
-def journal_views(events: pl.DataFrame) -> dict[str, JournalView]:
-    views: dict[str, JournalView] = {}
-    for row in events.sort("runtime_id", "seq").iter_rows(named=True):
-        view = views.setdefault(row["runtime_id"], JournalView())
-        p, kind = json.loads(row["payload"]), row["kind"]
-        if kind == "start":
-            view.mode = p.get("mode", view.mode)
-            view.venue_urls = (p.get("config") or {}).get("venue_urls") or {}
-        elif kind == "order":
-            view.orders[p["client_order_id"]] = dict(p)
-        elif kind in ("order_ack", "order_rejected", "order_closed") and p["client_order_id"] in view.orders:
-            o = view.orders[p["client_order_id"]]
-            if kind == "order_ack":
-                o["order_id"] = p["order_id"]
-            elif kind == "order_rejected":
-                o["rejected"] = p["status"]
-            else:
-                o["final_status"], o["final_filled"] = p["status"], p["filled"]
-        elif kind == "fill":
-            view.fills[p["trade_id"]] = p
-    return views
-
-
-def _same(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    try:
-        return Decimal(str(a)) == Decimal(str(b))
-    except ArithmeticError:
-        return str(a) == str(b)
-
-
-def reconcile(views: dict[str, JournalView], venue_record: Callable[[str, str, JournalView], VenueRecord]) -> pl.DataFrame:
-    """Match every journaled order and fill of every runtime against the venue's record, both ways."""
-    rows = []
-
-    def add(runtime_id, venue, item, id_, status, detail=None):
-        rows.append({"runtime_id": runtime_id, "venue": venue, "item": item, "id": id_, "status": status,
-                     "detail": detail})
-
-    for runtime_id, view in sorted(views.items()):
-        venues = sorted({o["venue"] for o in view.orders.values()} | {f["venue"] for f in view.fills.values()})
-        for venue in venues:
-            record = venue_record(runtime_id, venue, view)
-            if record.error:
-                add(runtime_id, venue, "venue", venue, "missing_at_venue", f"venue record unavailable: {record.error}")
-                continue
-            by_client = {o["clientOrderId"]: o for o in record.orders.values()}
-            journal_orders = {cid: o for cid, o in view.orders.items() if o["venue"] == venue}
-            for cid, o in sorted(journal_orders.items()):
-                theirs = by_client.get(cid)
-                if theirs is None:
-                    if o.get("rejected"):
-                        add(runtime_id, venue, "order", cid, "matched", f"not sent ({o['rejected']}), not at the venue")
-                    else:
-                        add(runtime_id, venue, "order", cid, "missing_at_venue", "journaled as sent, the venue has no such order")
-                    continue
-                if o.get("rejected") and o["rejected"] != "rejected":
-                    add(runtime_id, venue, "order", cid, "mismatched",
-                        f"journal says {o['rejected']}, the venue has order {theirs['id']}")
-                    continue
-                diffs = [f"{k}: journal {o.get(k)} venue {theirs.get(k)}" for k in ("symbol", "side", "type")
-                         if o.get(k) != theirs.get(k)]
-                diffs += [f"{k}: journal {o.get(k)} venue {theirs.get(k)}" for k in ("price", "amount")
-                          if not _same(o.get(k), theirs.get(k))]
-                if o.get("order_id") and str(o["order_id"]) != str(theirs["id"]):
-                    diffs.append(f"order id: journal {o['order_id']} venue {theirs['id']}")
-                filled = sum((Decimal(str(f["amount"])) for f in view.fills.values()
-                              if f.get("client_order_id") == cid), Decimal(0))
-                if not _same(filled, theirs.get("filled")):
-                    diffs.append(f"filled: journal fills {filled} venue {theirs.get('filled')}")
-                add(runtime_id, venue, "order", cid, "mismatched" if diffs else "matched", "; ".join(diffs) or None)
-            for cid, theirs in sorted(by_client.items()):
-                if cid not in journal_orders:
-                    add(runtime_id, venue, "order", cid, "missing_in_journal",
-                        f"the venue has order {theirs['id']} ({theirs['side']} {theirs['amount']} {theirs['symbol']})")
-            journal_fills = {t: f for t, f in view.fills.items() if f["venue"] == venue}
-            for tid, f in sorted(journal_fills.items()):
-                theirs = record.trades.get(tid)
-                if theirs is None:
-                    add(runtime_id, venue, "fill", tid, "missing_at_venue", "journaled fill the venue has no trade for")
-                    continue
-                diffs = [f"{k}: journal {f.get(k)} venue {theirs.get(k)}" for k in ("symbol", "side")
-                         if f.get(k) != theirs.get(k)]
-                diffs += [f"{k}: journal {f.get(k)} venue {theirs.get(k)}" for k in ("price", "amount")
-                          if not _same(f.get(k), theirs.get(k))]
-                fee = (theirs.get("fee") or {}).get("cost")
-                if not _same(f.get("fee"), fee):
-                    diffs.append(f"fee: journal {f.get('fee')} venue {fee}")
-                if str(f.get("order_id")) != str(theirs.get("order")):
-                    diffs.append(f"order: journal {f.get('order_id')} venue {theirs.get('order')}")
-                add(runtime_id, venue, "fill", tid, "mismatched" if diffs else "matched", "; ".join(diffs) or None)
-            own_orders = {str(o["id"]) for o in by_client.values()}
-            for tid, theirs in sorted(record.trades.items()):
-                if tid not in journal_fills and str(theirs.get("order")) in own_orders:
-                    add(runtime_id, venue, "fill", tid, "missing_in_journal",
-                        f"the venue has trade {tid} of order {theirs.get('order')} ({theirs['side']} {theirs['amount']})")
+# --- reconciliation (the matching itself is sofia_runtime.reconcile, shared with the chaos drill) ----------
+def reconciliation_frame(events: pl.DataFrame, venue_record) -> pl.DataFrame:
+    records = [{"runtime_id": r["runtime_id"], "seq": r["seq"], "kind": r["kind"], "payload": json.loads(r["payload"])}
+               for r in events.sort("runtime_id", "seq").iter_rows(named=True)]
+    rows = reconcile(journal_views(records), venue_record)
     if not rows:
         return RECONCILIATION.empty()
     return RECONCILIATION.conform(pl.DataFrame(rows, schema=RECONCILIATION.polars_schema), "reconciliation")
