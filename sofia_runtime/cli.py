@@ -64,7 +64,8 @@ def cmd_run(args) -> int:
     from sofia_runtime.runner import RefusedToStart, run_runtime
 
     overrides = {"strategy": args.strategy, "mode": args.mode, "venue": args.venue, "duration_s": args.duration,
-                 "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id}
+                 "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id, "slot": args.slot,
+                 "deployment": args.deployment}
     try:
         cfg = load_config(Path(args.config) if args.config else None, **overrides)
         if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
@@ -121,6 +122,51 @@ def cmd_status(args) -> int:
     return code
 
 
+def _slot_run_args(args) -> list[str]:
+    out = ["--strategy", args.strategy, "--port", "0"]
+    for flag, value in (("--speed", args.speed), ("--config", args.config), ("--mode", args.mode),
+                        ("--venue", args.venue), ("--order", args.order)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def _print_handover(h) -> None:
+    gap = f"{h.gap_s * 1000:.0f} ms" if h.gap_s is not None else "n/a (no decision on one side yet)"
+    print(f"{h.deployment}: {h.from_slot or 'nobody'} -> {h.to_slot} (fencing token {h.token}); "
+          f"gap between the last decision of {h.from_slot} and the first of {h.to_slot}: {gap}; "
+          f"trading intervals overlap: {'YES' if h.overlap else 'no'}")
+
+
+def cmd_deploy(args) -> int:
+    from sofia_runtime import deploy
+
+    deployment = args.deployment or args.strategy
+    if args.status:
+        import json
+
+        print(json.dumps(deploy.status(deployment), indent=2))
+        return 0
+    if args.command == "rollback":
+        current = deploy.active_slot(deployment)
+        if current is None:
+            print(f"sofia-runtime: no active slot of {deployment} to roll back from", file=sys.stderr)
+            return 2
+        to = deploy.other(current)
+    else:
+        if not args.to:
+            print("sofia-runtime: deploy needs --to blue|green (or --status)", file=sys.stderr)
+            return 2
+        to = args.to
+    try:
+        handover = deploy.deploy(deployment, to, _slot_run_args(args), health_timeout=args.health_timeout)
+    except deploy.DeployError as exc:
+        print(f"sofia-runtime: {exc}", file=sys.stderr)
+        return 1
+    _print_handover(handover)
+    return 1 if handover.overlap else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sofia-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,7 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--order", help='router: the parent order, e.g. "buy 0.5 BTC/USDT"')
     run.add_argument("--runtime-id", help="journal and lock name (default <strategy>-<mode>)")
     run.add_argument("--config", help="YAML configuration (default <data>/runtime.yaml when present)")
+    run.add_argument("--slot", choices=["blue", "green"], help="a blue-green slot: trades only while it holds the "
+                                                                "deployment's lease, waits as standby otherwise")
+    run.add_argument("--deployment", help="the blue-green pair's name (default: the strategy)")
     run.set_defaults(func=cmd_run)
+    for name, help_text in (("deploy", "start the standby slot, wait for its health, hand over to it"),
+                            ("rollback", "hand back to the other slot, the same way")):
+        d = sub.add_parser(name, help=help_text)
+        if name == "deploy":
+            d.add_argument("--to", choices=["blue", "green"])
+            d.add_argument("--status", action="store_true", help="print the lease and both slots' health")
+        d.set_defaults(status=False, to=None)
+        d.add_argument("--strategy", choices=["mm_lite", "funding_farmer", "router"], default="mm_lite")
+        d.add_argument("--deployment", help="the pair's name (default: the strategy)")
+        d.add_argument("--speed", type=float)
+        d.add_argument("--config")
+        d.add_argument("--mode", choices=["paper", "live"])
+        d.add_argument("--venue")
+        d.add_argument("--order")
+        d.add_argument("--health-timeout", type=float, default=30.0)
+        d.set_defaults(func=cmd_deploy)
     status = sub.add_parser("status", help="what each running runtime's /api/dev/status says")
     status.add_argument("--runtime-id")
     status.add_argument("--json", action="store_true")

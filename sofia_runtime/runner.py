@@ -192,18 +192,26 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, engine.stopping.set)
+        venues = _build_venues(cfg, snapshot, books, engine)
+        engine.attach_venues(venues)
+        instruments = strategy.instruments(engine)
+        engine.instruments = instruments
+        feed = None
+        if cfg.mode != "live":  # built before waiting for a lease, so a standby takes over without this delay
+            keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
+            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep,
+                              funding=snapshot.tables["replay_funding"])
         if lease is not None:
             started = True  # a standby is healthy: ready to take over
             if not await _wait_for_lease(engine, lease, announce):
                 journal.append_durable("stop", {"reason": "stopped as standby", "market_ts": 0})
                 journal.close()
                 return 0
-        venues = _build_venues(cfg, snapshot, books, engine)
-        engine.attach_venues(venues)
+            if cfg.mode != "live":  # the shared paper account as the other slot left it
+                venues = _build_venues(cfg, snapshot, books, engine)
+                engine.attach_venues(venues)
         await engine.recover(partner_dirs(cfg))
         await engine.journal_balances()
-        instruments = strategy.instruments(engine)
-        engine.instruments = instruments
         await engine.check_pause()
         tasks = [asyncio.create_task(_every(cfg.pause_poll_s, engine.check_pause, engine)),
                  asyncio.create_task(_every(0.05, _syncer(engine), engine)),
@@ -215,9 +223,6 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
             events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
         else:
-            keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
-            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep,
-                              funding=snapshot.tables["replay_funding"])
             start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
             events = paced(feed, books, start, cfg.speed, engine)
             announce(f"runtime {runtime_id}: {cfg.strategy} in {cfg.mode} mode on snapshot {snapshot.snapshot_id}, "
