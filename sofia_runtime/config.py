@@ -53,6 +53,27 @@ class RouterConfig(BaseModel):
     child_usd: float = Field(5000.0, gt=0, description="largest child order in USD")
 
 
+class BreakerConfig(BaseModel):
+    """The runtime pauses itself (writes the pause control file) when its venue keeps failing, without waiting
+    for the anomaly sensor. Stale market data does not pause: the stale-data limit blocks orders on that book."""
+    max_consecutive_venue_errors: int = Field(5, ge=1, description="order/cancel calls failing in a row")
+
+
+class ChaosConfig(BaseModel):
+    """Faults injected between the engine and the exchange adapter (`sofia-runtime chaos` sets these)."""
+    scenario: str = "custom"
+    latency_ms: float = Field(0.0, ge=0)
+    jitter_ms: float = Field(0.0, ge=0)
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="requests failing with a timeout before the venue")
+    error_5xx_rate: float = Field(0.0, ge=0, le=1, description="requests answered 5xx, not processed")
+    drop_after_send_rate: float = Field(0.0, ge=0, le=1, description="processed, then the connection drops")
+    rate_limit_rate: float = Field(0.0, ge=0, le=1)
+    stale_venue: str | None = Field(None, description="a venue whose market data stops for a while")
+    stale_from_s: float = Field(0.0, ge=0, description="market seconds after the start the data stops")
+    stale_for_s: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
 class RuntimeConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOFIA_RUNTIME_", env_nested_delimiter="__", extra="forbid")
 
@@ -73,6 +94,8 @@ class RuntimeConfig(BaseSettings):
     deployment: str | None = Field(None, description="the blue-green pair's name; default: the strategy")
     starting_balances: dict[str, float] = Field(default_factory=dict,
                                                 description="paper balances per asset; empty = inventory targets")
+    breaker: BreakerConfig = BreakerConfig()
+    chaos: ChaosConfig | None = None
     gate: GateConfig = GateConfig()
     limits: LimitsConfig = LimitsConfig()
     mm_lite: MmLiteConfig = MmLiteConfig()

@@ -129,12 +129,15 @@ class Engine:
         self.draining = False  # handing over: venues still report, strategies propose nothing
         self.role: str | None = None  # blue-green: "standby" or "active"
         self.handover_to: str | None = None
-        self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
         self.use_snapshot(snapshot)
+        self.attach_venues(venues)
+        self.consecutive_venue_errors = 0
 
     def attach_venues(self, venues: dict) -> None:
+        """Venues by name; a fault injector in front of a paper venue still lets the paper venue see the market."""
         self.venues = venues
-        self._paper_by_name = {n: v for n, v in venues.items() if isinstance(v, PaperVenue)}
+        self._paper_by_name = {n: getattr(v, "inner", v) for n, v in venues.items()
+                               if isinstance(getattr(v, "inner", v), PaperVenue)}
 
     def request_handover(self, to: str) -> None:
         """Stop trading for the other slot: no new orders from now, then the runner shuts down and releases."""
@@ -209,8 +212,13 @@ class Engine:
     def venues_list(self) -> list[str]:
         return list(self.venues)
 
-    def preview(self, intent: Intent) -> Decision:
-        return evaluate(intent, [self._leg_inputs(leg) for leg in intent.legs], self.gate_params)
+    def preview(self, intent: Intent, inputs: list[LegInputs] | None = None) -> Decision:
+        """What the gate would say, without journaling; `inputs` when the strategy already has them."""
+        return evaluate(intent, inputs or [self._leg_inputs(leg) for leg in intent.legs], self.gate_params,
+                        detail=False)
+
+    def leg_inputs(self, leg: Leg) -> LegInputs:
+        return self._leg_inputs(leg)
 
     def _day(self):
         ms = self.now_ms or int(self.wall_clock() * 1000)
@@ -354,9 +362,11 @@ class Engine:
             return False
         except ExchangeError as exc:
             self._order_failed(order, "error", exc)
+            self._venue_failed(f"order {cid}: {exc}")
             return False
         order.order_id = str(ack["id"])
         self.cid_by_order_id[order.order_id] = cid
+        self.consecutive_venue_errors = 0
         latency = time.perf_counter() - t0
         self.metrics.decision_to_order.observe(latency)
         self.metrics.orders.labels(leg.venue, "acknowledged").inc()
@@ -366,10 +376,25 @@ class Engine:
                                           "order_seq": rec["seq"], "market_ts": self.now_ms})
         return True
 
+    def _venue_failed(self, what: str) -> None:
+        self.consecutive_venue_errors += 1
+        limit = self.cfg.breaker.max_consecutive_venue_errors
+        if self.consecutive_venue_errors == limit:
+            self.trip_breaker(f"{limit} venue calls failed in a row (last: {what})")
+
+    def trip_breaker(self, reason: str) -> None:
+        """Pause through the control file, as an operator or the anomaly detector would; resuming stays a person's
+        act. The pause takes effect at the next control-file check (at most `pause_poll_s` later)."""
+        if self.pause_path is None or control.read_pause(self.pause_path).paused:
+            return
+        control.write_pause(self.pause_path, f"runtime-breaker:{self.runtime_id}", reason)
+        self.journal.append_durable("breaker", {"reason": reason, "market_ts": self.now_ms})
+
     def _order_unknown(self, order: OpenOrder, exc: Exception) -> None:
         """The venue could not tell whether it has the order: keep asking by client order id (`resolve_unknown`)
         and never send it again."""
         self.unknown[order.client_order_id] = order
+        self._venue_failed(f"order {order.client_order_id}: {exc}")
         self.counters["order_errors"] += 1
         self.metrics.orders.labels(order.venue, "unknown").inc()
         self.journal.append("order_unknown", {"client_order_id": order.client_order_id,
@@ -457,6 +482,7 @@ class Engine:
             closed = await self.venues[order.venue].fetch_order(order.order_id, order.symbol)
         except ExchangeError as exc:
             self._error("cancel", f"{cid}: {exc}")
+            self._venue_failed(f"cancel {cid}: {exc}")
             return
         self._collect_venue(order.venue)
         if cid in self.open and closed["status"] != "open":
@@ -726,7 +752,7 @@ class Engine:
 
     @property
     def paper_venues(self) -> list[PaperVenue]:
-        return [v for v in self.venues.values() if isinstance(v, PaperVenue)]
+        return list(self._paper_by_name.values())
 
     @property
     def paper_by_name(self) -> dict[str, PaperVenue]:

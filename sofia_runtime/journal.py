@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+import orjson
 import os
 import threading
 import time
@@ -46,7 +48,9 @@ def _refuse_floats(value, where="payload"):
 
 
 def canonical(record: dict) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+    """Sorted keys, no spaces, UTF-8 (orjson's output is exactly json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False) for the types a journal holds, at a fraction of the cost)."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=_default)
 
 
 def record_hash(record: dict) -> str:

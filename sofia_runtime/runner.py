@@ -225,6 +225,10 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         else:
             start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
             events = paced(feed, books, start, cfg.speed, engine)
+            if cfg.chaos is not None and cfg.chaos.stale_venue:
+                from sofia_runtime.chaos import stale_market_data
+
+                events = stale_market_data(events, cfg.chaos)
             announce(f"runtime {runtime_id}: {cfg.strategy} in {cfg.mode} mode on snapshot {snapshot.snapshot_id}, "
                      f"{len(instruments)} instruments, replay {len(feed) - start:,} events from position {start:,} "
                      f"at speed {cfg.speed or 'max'}; health on http://127.0.0.1:{port}/api/health")
@@ -254,9 +258,9 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
                                    {"deployment": cfg.resolved_deployment, "slot": cfg.slot, "token": lease.token,
                                     "to": engine.handover_to, "market_ts": engine.now_ms})
             lease.release()  # only now: every order of this slot is journaled and closed
+        for v in engine.paper_venues:
+            v.sync()
         for v in venues.values():
-            if isinstance(v, PaperVenue):
-                v.sync()
             await v.close()
         journal.close()
         c = engine.counters
@@ -268,6 +272,15 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
 
 
 def _build_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: Engine) -> dict:
+    venues = _plain_venues(cfg, snapshot, books, engine)
+    if cfg.chaos is not None:
+        from sofia_runtime.chaos import FaultyVenue
+
+        venues = {name: FaultyVenue(v, cfg.chaos, seed=cfg.chaos.seed + i) for i, (name, v) in enumerate(venues.items())}
+    return venues
+
+
+def _plain_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: Engine) -> dict:
     if cfg.mode == "live":
         from sofia_runtime.exchange.live import LiveVenue, keys_from_env
 

@@ -62,7 +62,7 @@ class MmLite(Strategy):
         amount = float(spec.round_amount(self.cfg.quote_usd / ctx.usd_per_quote(book.venue, book.symbol) / book.mid))
         if amount < float(spec.min_amount):
             return None
-        best, best_ev = None, None
+        best, best_ev, inputs = None, None, None
         for d in DISTANCES_SPREADS:
             raw = book.mid - d * book.spread + skew if side == "buy" else book.mid + d * book.spread + skew
             price = float(spec.round_price(raw, side, passive=True))
@@ -72,7 +72,9 @@ class MmLite(Strategy):
             intent = Intent(self.name, (Leg(book.venue, book.symbol, side, "limit", amount, price, post_only=True),),
                             edge * ctx.usd_per_quote(book.venue, book.symbol),
                             f"quote {side} {d} spreads from mid, skew {skew:+.6g}", tag=f"quote:{side}")
-            ev = ctx.preview(intent).ev_usd
+            if inputs is None:  # the same market for every candidate of this side: look it up once
+                inputs = [ctx.leg_inputs(intent.legs[0])]
+            ev = ctx.preview(intent, inputs).ev_usd
             if best_ev is None or ev > best_ev:
                 best, best_ev = intent, ev
         return best
