@@ -25,5 +25,8 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
+report: $(STAMP)
+	$(BIN)/python -m sofia_pipelines.report
+
 clean-data:
 	rm -rf data/warehouse.duckdb data/serving data/audit data/control data/reports

@@ -130,7 +130,12 @@ def _demo_runtime(defs, seconds: float, speed: float) -> bool:
     for name, passed in outcome["checks"].items():
         console.print(f"  check {name}: {'[green]passed' if passed else '[red]failed'}")
         failed |= not passed
-    console.print("P&L marked to mid at the end of the run; realized P&L through the tax model is in audit.net_pnl_*")
+    totals = {k.removeprefix("total "): v for k, v in outcome.get("profit_attribution", {}).items()
+              if k.startswith("total ")}
+    if totals:
+        console.print("attribution (USD): " + ", ".join(f"{k} {v:,.2f}" for k, v in totals.items()))
+    console.print("P&L marked to mid at the end of the run; realized P&L through the tax model is in audit.net_pnl_*; "
+                  "`make report` writes the attribution report")
     return failed or not outcome["success"]
 
 

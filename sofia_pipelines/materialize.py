@@ -27,14 +27,18 @@ class GraphRunSummary:
     run_ids: list[str] = field(default_factory=list)
 
 
+# computed from what the runtimes journal, by sensors and automation, not per market partition
+JOURNAL_GROUPS = ("audit", "anomaly", "attribution", "slo")
+
+
 def graph_assets(defs: dg.Definitions, select: str | None = None) -> tuple[list, dg.AssetSelection]:
-    """Every asset and check of the code location, and the selection to run (by default all but the audit
-    group, which follows the runtime's journal by its own days: see `ingest_journal`)."""
+    """Every asset and check of the code location, and the selection to run (by default all but the groups that
+    follow the runtime's journal rather than the market's days: see `ingest_journal`)."""
     assets = [*defs.assets, *(defs.asset_checks or [])]
     if select:
         selection = dg.AssetSelection.assets(*(dg.AssetKey.from_user_string(k.strip()) for k in select.split(",")))
     else:
-        selection = dg.AssetSelection.all() - dg.AssetSelection.groups("audit")
+        selection = dg.AssetSelection.all() - dg.AssetSelection.groups(*JOURNAL_GROUPS)
     return assets, selection
 
 

@@ -156,7 +156,8 @@ def net_pnl(warehouse: DuckDBResource) -> dg.MaterializeResult:
 
 ingest_journal_job = dg.define_asset_job("ingest_journal", selection=[audit_events, fills],
                                          partitions_def=journal_days)
-reconcile_job = dg.define_asset_job("reconcile_journal", selection=[reconciliation, net_pnl])
+reconcile_job = dg.define_asset_job("reconcile_journal",
+                                    selection=dg.AssetSelection.assets(reconciliation, net_pnl, "profit_attribution"))
 
 
 def journal_cursor() -> dict[str, int]:
