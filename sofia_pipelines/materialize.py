@@ -55,7 +55,13 @@ def ingest_journal(defs: dg.Definitions, instance: dg.DagsterInstance, days: Ite
     result = defs.resolve_job_def("reconcile_journal").execute_in_process(instance=instance, run_config=run_config,
                                                                          raise_on_error=False)
     checks.update({c.check_name: c.passed for c in result.get_asset_check_evaluations()})
-    out = {"checks": checks, "success": result.success}
+    slo = defs.resolve_job_def("slo_report_job").execute_in_process(instance=instance, run_config=run_config,
+                                                                   raise_on_error=False)
+    out = {"checks": checks, "success": result.success and slo.success,
+           "slo": {c.check_name: c.passed for c in slo.get_asset_check_evaluations()}}
+    for event in slo.get_asset_materialization_events():
+        out[event.asset_key.to_user_string()] = {k: getattr(v, "value", v)
+                                                 for k, v in event.materialization.metadata.items()}
     for event in result.get_asset_materialization_events():
         out[event.asset_key.to_user_string()] = {k: getattr(v, "value", v)
                                                  for k, v in event.materialization.metadata.items()}

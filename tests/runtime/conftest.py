@@ -13,6 +13,7 @@ from runtime_support import RuntimeData, publish
 def runtime_data(tmp_path, monkeypatch) -> RuntimeData:
     """SOFIA_DATA_DIR = tmp_path (absolute), with the hand-made snapshot published as CURRENT."""
     monkeypatch.setenv("SOFIA_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SOFIA_WAREHOUSE", raising=False)
     for name in list(os.environ):
         if name.startswith(("SOFIA_RUNTIME_", "SOFIA_BINANCE_", "SOFIA_OKX_")):
             monkeypatch.delenv(name)

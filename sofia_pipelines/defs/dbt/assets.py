@@ -32,10 +32,18 @@ def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
     window = context.partition_time_window
     dbt_vars = {"min_date": window.start.strftime("%Y-%m-%d %H:%M:%S"),
                 "max_date": window.end.strftime("%Y-%m-%d %H:%M:%S")}
-    # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE)
+    # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE); the variable is
+    # restored afterwards so nothing else in this process picks up this run's warehouse
+    before = os.environ.get("SOFIA_WAREHOUSE")
     os.environ["SOFIA_WAREHOUSE"] = str(os.path.abspath(warehouse.database))
-    invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, raise_on_error=False)
-    events = list(invocation.stream())
+    try:
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, raise_on_error=False)
+        events = list(invocation.stream())
+    finally:
+        if before is None:
+            os.environ.pop("SOFIA_WAREHOUSE", None)
+        else:
+            os.environ["SOFIA_WAREHOUSE"] = before
     # dbt has exited and released the file: count each mart's rows in the window for the UI
     with warehouse.get_connection() as conn:
         for event in events:

@@ -1,0 +1,1 @@
+"""SLOs and error budgets of the trading runtime from its audit journal (feature N)."""
