@@ -167,6 +167,14 @@ def cmd_deploy(args) -> int:
     return 1 if handover.overlap else 0
 
 
+def cmd_chaos(args) -> int:
+    from sofia_runtime.chaos import DrillOptions, run_drill
+
+    return run_drill(DrillOptions(scenario=args.scenario, duration_s=args.duration, strategy=args.strategy,
+                                  speed=args.speed, mode=args.mode, venue=args.venue, venue_url=args.venue_url,
+                                  order=args.order, config=Path(args.config) if args.config else None, seed=args.seed))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sofia-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     pause.set_defaults(func=cmd_pause)
     resume = sub.add_parser("resume", help="clear the pause control file")
     resume.set_defaults(func=cmd_resume)
+    chaos = sub.add_parser("chaos", help="run the runtime through injected faults and judge what it did")
+    chaos.add_argument("--scenario", default="all", help="latency, timeouts, http_5xx, dropped_after_send, "
+                                                         "rate_limits, stale_data, kill_restart, refused (live) or all")
+    chaos.add_argument("--duration", type=parse_duration, default=20.0, help="wall time per scenario (default 20s)")
+    chaos.add_argument("--strategy", choices=["mm_lite", "funding_farmer", "router"],
+                       help="default mm_lite (paper), router (live)")
+    chaos.add_argument("--speed", type=float, help="replay speed (market seconds per second, 0 = full speed)")
+    chaos.add_argument("--mode", choices=["paper", "live"], default="paper")
+    chaos.add_argument("--venue", help="live: the ccxt exchange id; paper: trade on this venue only")
+    chaos.add_argument("--venue-url", help="live: the venue's http:// URL; the chaos proxy relays to it")
+    chaos.add_argument("--order", help='router: the parent order, e.g. "buy 0.01 BTC/USDT"')
+    chaos.add_argument("--config", help="your runtime YAML (default <data>/runtime.yaml); live needs allow_live in it")
+    chaos.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    chaos.set_defaults(func=cmd_chaos)
     return parser
 
 

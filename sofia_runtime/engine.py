@@ -30,7 +30,7 @@ from sofia_runtime.exchange.paper import MarketSpec, PaperVenue, book_levels, de
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.fill_model import FillParams
 from sofia_runtime.gate import Decision, GateParams, Intent, Leg, LegInputs, evaluate
-from sofia_runtime.journal import Journal, read_records, journal_files
+from sofia_runtime.journal import Journal, decimals, journal_files, read_records
 from sofia_runtime.limits import Limits, RiskState
 from sofia_runtime.marketdata import BOOK, FUNDING, Book, Books
 from sofia_runtime.metrics import Metrics
@@ -39,23 +39,6 @@ from sofia_runtime.strategies.base import Cancel, Strategy
 from sofia_runtime.tax import rate_on, rules_from_table
 
 ZERO = Decimal(0)
-
-
-def money(x) -> Decimal | None:
-    """A float for the journal: as Decimal, from its shortest repr (NaN stays NaN)."""
-    if x is None:
-        return None
-    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
-
-
-def journal_safe(value):
-    if isinstance(value, float):
-        return money(value)
-    if isinstance(value, dict):
-        return {k: journal_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [journal_safe(v) for v in value]
-    return value
 
 
 def iso_ms(ms: int) -> str:
@@ -297,7 +280,7 @@ class Engine:
         self.counters["passed" if passed else ("blocked" if block else "rejected")] += 1
         if block:
             self.metrics.blocks.labels(intent.strategy).inc()
-        rec = self.journal.append("decision", journal_safe({
+        rec = self.journal.append("decision", {
             "strategy": intent.strategy, "tag": intent.tag, "passed": passed, "result": result,
             "reason": block or decision.reason, "gate_reason": decision.reason, "intent_reason": intent.reason,
             "reduce_only": intent.reduce_only, "hold_hours": intent.hold_hours, "market_ts": self.now_ms,
@@ -306,7 +289,7 @@ class Engine:
             "tax_usd": decision.tax_usd, "slippage_usd": decision.slippage_usd,
             "miss_cost_usd": decision.miss_cost_usd, "threshold_usd": self.gate_params.threshold_usd,
             "legs": decision.legs or [{"venue": l.venue, "symbol": l.symbol, "side": l.side, "type": l.type,
-                                       "price": l.price, "amount": l.amount} for l in intent.legs]}))
+                                       "price": l.price, "amount": l.amount} for l in intent.legs]}, floats_to_decimal=True)
         hook = getattr(self.strategy, "on_decision", None)
         if hook:
             hook(intent, passed, self)
@@ -786,7 +769,7 @@ class Engine:
             self._collect_venue(name)
         await self.journal_balances()
         net, fees = self.pnl_usd()
-        self.journal.append_durable("stop", journal_safe({"reason": reason, "market_ts": self.now_ms,
+        self.journal.append_durable("stop", decimals({"reason": reason, "market_ts": self.now_ms,
                                                           "counters": dict(self.counters), "net_pnl_usd": net,
                                                           "fees_usd": fees}))
 

@@ -47,6 +47,19 @@ def _refuse_floats(value, where="payload"):
             _refuse_floats(v, f"{where}[{i}]")
 
 
+def decimals(value):
+    """`value` with every float as the Decimal of its shortest repr (model figures going into the journal)."""
+    t = type(value)
+    if t is float:
+        return Decimal(repr(value))
+    if t is dict:
+        return {k: (Decimal(repr(v)) if type(v) is float else decimals(v) if type(v) in (dict, list, tuple) else v)
+                for k, v in value.items()}
+    if t is list or t is tuple:
+        return [decimals(v) for v in value]
+    return value
+
+
 def canonical(record: dict) -> bytes:
     """Sorted keys, no spaces, UTF-8 (orjson's output is exactly json.dumps(sort_keys=True, separators=(",", ":"),
     ensure_ascii=False) for the types a journal holds, at a fraction of the cost)."""
@@ -172,8 +185,13 @@ class Journal:
             self._day = day
         return self._file
 
-    def append(self, kind: str, payload: dict) -> dict:
-        _refuse_floats(payload)
+    def append(self, kind: str, payload: dict, floats_to_decimal: bool = False) -> dict:
+        """Write one record. A float in `payload` is refused, unless the caller says its floats are model figures
+        to be written as the Decimal of their shortest repr (`floats_to_decimal`)."""
+        if floats_to_decimal:
+            payload = decimals(payload)
+        else:
+            _refuse_floats(payload)
         with self._lock:
             ts = self.clock()
             rec = {"seq": self.seq + 1, "ts": datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(),

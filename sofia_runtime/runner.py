@@ -23,11 +23,11 @@ import polars as pl
 
 from sofia_runtime import paths
 from sofia_runtime.config import RuntimeConfig
-from sofia_runtime.engine import Engine, journal_safe
+from sofia_runtime.engine import Engine
 from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.health import make_app, start_server
-from sofia_runtime.journal import Journal, JournalError
+from sofia_runtime.journal import Journal, JournalError, decimals
 from sofia_runtime.lease import TradingLease
 from sofia_runtime.marketdata import Books, ReplayFeed
 from sofia_runtime.snapshot import Snapshot, SnapshotError, SnapshotWatcher, load_current
@@ -181,7 +181,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
     app = make_app(engine, max_age, lambda: started)
     server, port = await start_server(app, cfg.port)
     try:
-        journal.append_durable("start", journal_safe({
+        journal.append_durable("start", decimals({
             "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,
             "partition": snapshot.manifest["partition"], "port": port, "venue_account": cfg.venue_account,
             "slot": cfg.slot, "deployment": cfg.resolved_deployment if cfg.slot else None,

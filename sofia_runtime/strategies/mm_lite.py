@@ -75,6 +75,7 @@ class MmLite(Strategy):
             if inputs is None:  # the same market for every candidate of this side: look it up once
                 inputs = [ctx.leg_inputs(intent.legs[0])]
             ev = ctx.preview(intent, inputs).ev_usd
-            if best_ev is None or ev > best_ev:
-                best, best_ev = intent, ev
+            if best_ev is not None and ev < best_ev:
+                break  # EV rises then falls with the distance: past the peak nothing better follows
+            best, best_ev = intent, ev
         return best
