@@ -139,6 +139,28 @@ def _demo_runtime(defs, seconds: float, speed: float) -> bool:
     return failed or not outcome["success"]
 
 
+def cmd_ingest_journal(args) -> int:
+    """What the journal sensor does, now: ingest the journal days, reconcile, net P&L, attribution, SLOs."""
+    from sofia_pipelines.definitions import defs
+    from sofia_pipelines.materialize import ingest_journal
+    from sofia_runtime import paths
+
+    days = args.days or sorted({f.stem for f in paths.audit_dir().glob("*/*.jsonl")})
+    if not days:
+        console.print(f"no journal files under {paths.audit_dir()}")
+        return 1
+    outcome = ingest_journal(defs, _instance(), days)
+    recon = outcome.get("reconciliation", {})
+    console.print(f"ingested {len(days)} journal day(s): {', '.join(days)}")
+    if recon:
+        console.print(f"reconciliation: {recon.get('matched', 0)} matched, {recon.get('breaks', '?')} breaks, "
+                      f"rate {recon.get('reconciliation_rate', 0):.1%}")
+    failed = [name for name, ok in outcome["checks"].items() if not ok]
+    for name in failed:
+        console.print(f"  [red]check failed[/red] {name}")
+    return 1 if failed or not outcome["success"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sofia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("end", help="last partition, YYYY-MM-DD (inclusive)")
     backfill.add_argument("--select", help="comma-separated asset keys (default: every asset)")
     backfill.set_defaults(func=cmd_backfill)
+    ingest = sub.add_parser("ingest-journal", help="ingest the runtimes' journals now, reconcile, compute P&L and SLOs")
+    ingest.add_argument("days", nargs="*", help="journal days YYYY-MM-DD (default: every day with a journal file)")
+    ingest.set_defaults(func=cmd_ingest_journal)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -175,6 +175,38 @@ def cmd_chaos(args) -> int:
                                   order=args.order, config=Path(args.config) if args.config else None, seed=args.seed))
 
 
+def cmd_stop(args) -> int:
+    """SIGTERM to a running runtime (it cancels resting orders, journals `stop` and exits), then wait for it."""
+    import json
+    import os
+    import signal
+    import time
+
+    files = sorted((paths.data_dir() / "run").glob(f"{args.runtime_id or '*'}.json"))
+    if not files:
+        print(f"no runtime is running (nothing in {paths.data_dir() / 'run'})")
+        return 1
+    pids = {}
+    for f in files:
+        info = json.loads(f.read_text())
+        try:
+            os.kill(info["pid"], signal.SIGTERM)
+            pids[info["runtime_id"]] = (info["pid"], f)
+        except ProcessLookupError:
+            print(f"{info['runtime_id']}: pid {info['pid']} is not running (stale {f.name})")
+    deadline = time.monotonic() + args.timeout
+    while pids and time.monotonic() < deadline:
+        for rid, (pid, run_file) in list(pids.items()):
+            # the runtime removes its run file as the last thing it does (a finished child may linger unreaped)
+            if not run_file.exists():
+                print(f"{rid}: stopped")
+                del pids[rid]
+        time.sleep(0.05)
+    for rid, (pid, _) in pids.items():
+        print(f"{rid}: pid {pid} still running after {args.timeout:g} s")
+    return 1 if pids else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sofia-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--runtime-id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    stop = sub.add_parser("stop", help="stop running runtimes cleanly (SIGTERM) and wait for them")
+    stop.add_argument("--runtime-id", help="default: every running runtime")
+    stop.add_argument("--timeout", type=float, default=30.0)
+    stop.set_defaults(func=cmd_stop)
     verify = sub.add_parser("verify-journal", help="exit 0 when every chain is intact, else name the first bad record")
     verify.add_argument("paths", nargs="*", help="journal files (default: every file under <data>/audit)")
     verify.set_defaults(func=cmd_verify_journal)
