@@ -600,50 +600,44 @@ class Engine:
             self.journal.append_durable("resume", {"market_ts": self.now_ms})
 
     # --- recovery --------------------------------------------------------------------------------------
+    def _replay_account_record(self, rec: dict) -> None:
+        """What a journaled record did to the venue account: fills and funding move positions and cash."""
+        p, kind = rec["payload"], rec["kind"]
+        if isinstance(p.get("market_ts"), int):
+            self.last_market_ms = max(self.last_market_ms, p["market_ts"])
+        if kind == "fill":
+            self.seen_trades.add(p["trade_id"])
+            self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
+                             Decimal(p["fee"]), p.get("fee_currency"))
+        elif kind == "funding":
+            self.seen_funding.add(p["funding_id"])
+            key = (p["venue"], p["symbol"])
+            self.cash[key] = self.cash.get(key, ZERO) + Decimal(p["amount"])
+            self.funding_paid[key] = self.funding_paid.get(key, ZERO) + Decimal(p["amount"])
+        elif kind == "order_ack":
+            self.cid_by_order_id[p["order_id"]] = p["client_order_id"]
+
     async def recover(self, partner_dirs=()) -> list[dict]:
         """Rebuild state from this runtime's journal and settle what a crash left open with the venues.
         `partner_dirs`: journals of runtimes that traded the same venue account before (the other slot of a
         blue-green pair); their fills and funding are part of the positions, their orders are theirs."""
         for directory in partner_dirs:
             for _, _, rec in read_records(journal_files(directory), in_progress=True):
-                p, kind = rec["payload"], rec["kind"]
-                if isinstance(p.get("market_ts"), int):
-                    self.last_market_ms = max(self.last_market_ms, p["market_ts"])
-                if kind == "fill":
-                    self.seen_trades.add(p["trade_id"])
-                    self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
-                                     Decimal(p["fee"]), p.get("fee_currency"))
-                elif kind == "funding":
-                    self.seen_funding.add(p["funding_id"])
-                    key = (p["venue"], p["symbol"])
-                    self.cash[key] = self.cash.get(key, ZERO) + Decimal(p["amount"])
-                    self.funding_paid[key] = self.funding_paid.get(key, ZERO) + Decimal(p["amount"])
-                elif kind == "order_ack":
-                    self.cid_by_order_id[p["order_id"]] = p["client_order_id"]
+                self._replay_account_record(rec)
         records = [rec for _, _, rec in read_records(journal_files(self.journal.dir))]
         orders: dict[str, dict] = {}
         acked: dict[str, str] = {}
         ended: set[str] = set()
         for rec in records:
             p, kind = rec["payload"], rec["kind"]
-            if isinstance(p.get("market_ts"), int):
-                self.last_market_ms = max(self.last_market_ms, p["market_ts"])
+            self._replay_account_record(rec)
             if kind == "fill":
-                self.seen_trades.add(p["trade_id"])
-                self._apply_fill(p["venue"], p["symbol"], p["side"], Decimal(p["price"]), Decimal(p["amount"]),
-                                 Decimal(p["fee"]), p.get("fee_currency"))
                 if p["client_order_id"] in orders:
                     orders[p["client_order_id"]]["_filled"] += Decimal(p["amount"])
-            elif kind == "funding":
-                self.seen_funding.add(p["funding_id"])
-                key = (p["venue"], p["symbol"])
-                self.cash[key] = self.cash.get(key, ZERO) + Decimal(p["amount"])
-                self.funding_paid[key] = self.funding_paid.get(key, ZERO) + Decimal(p["amount"])
             elif kind == "order":
                 orders[p["client_order_id"]] = dict(p, _filled=ZERO)
             elif kind == "order_ack":
                 acked[p["client_order_id"]] = p["order_id"]
-                self.cid_by_order_id[p["order_id"]] = p["client_order_id"]
             elif kind in ("order_rejected", "order_closed"):
                 ended.add(p["client_order_id"])
             elif kind == "pause":
