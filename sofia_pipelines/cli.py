@@ -75,8 +75,11 @@ def cmd_demo(args) -> int:
     summary = materialize_partitions(defs, keys, _instance(), log_level="WARNING",
                                      on_partition=lambda k, r: console.print(f"  partition {k} done"))
     _print_graph_summary(summary)
-    wh = Path(defs.resources["warehouse"].database)
-    console.print(f"warehouse {wh}: {wh.stat().st_size / 2**20:.1f} MiB")
+    database = defs.resources["warehouse"].database
+    if Path(database).exists():
+        console.print(f"warehouse {database}: {Path(database).stat().st_size / 2**20:.1f} MiB")
+    else:
+        console.print(f"warehouse {database}")
     failed = bool(summary.checks_failed)
     if args.runtime_seconds > 0:
         failed |= _demo_runtime(defs, args.runtime_seconds, args.speed)

@@ -35,7 +35,7 @@ def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
     # dbt opens the same DuckDB file the resource names (profiles.yml reads SOFIA_WAREHOUSE); the variable is
     # restored afterwards so nothing else in this process picks up this run's warehouse
     before = os.environ.get("SOFIA_WAREHOUSE")
-    os.environ["SOFIA_WAREHOUSE"] = str(os.path.abspath(warehouse.database))
+    os.environ["SOFIA_WAREHOUSE"] = warehouse.database  # an absolute path or md:<db> (resources.warehouse_database)
     try:
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context, raise_on_error=False)
         events = list(invocation.stream())
