@@ -25,6 +25,9 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
+bench-risk: $(STAMP)
+	$(BIN)/python bench/bench_risk.py
+
 report: $(STAMP)
 	$(BIN)/python -m sofia_pipelines.report
 
