@@ -3,15 +3,19 @@ runs the runtime through them and judges what it did from the journal and the ve
 
 Injection, inside the runtime process (the runner installs both when the configuration has a `chaos` section):
 - `FaultyVenue` wraps any venue. Each call of create_order, cancel_order, fetch_order, find_order,
-  fetch_open_orders, fetch_balance and fetch_my_trades draws from a seeded RNG: an added delay
-  (latency_ms ± jitter_ms), then at most one of: a timeout (RequestTimeout, the request never reaches the venue),
-  an HTTP 5xx (ExchangeNotAvailable, not processed), a rate limit (RateLimitExceeded, not processed), or a
-  connection dropped after the request was sent (the venue processes it, the caller gets NetworkError: the order
-  exists and the engine does not know). Every other attribute is the wrapped venue's (`inner`).
+  fetch_open_orders, fetch_balance and fetch_my_trades (and a live venue's fetch_order_book and poll_trades)
+  draws from a seeded RNG: an added delay (latency_ms ± jitter_ms), then at most one of: a timeout
+  (RequestTimeout, the request never reaches the venue), an HTTP 5xx (ExchangeNotAvailable, not processed), a
+  rate limit (RateLimitExceeded, not processed), or a connection dropped after the request was sent (the venue
+  processes it, the caller gets NetworkError: the order exists and the engine does not know). Every other
+  attribute is the wrapped venue's (`inner`).
 - `stale_market_data` stops the replayed books and trades of one venue for a while (market time), and freezes
   that venue's books as they were, so the engine, the strategy and the stale-data limit all see old data.
-When `SOFIA_CHAOS_DIR` is set (the drill sets it), faults are injected only while `<dir>/armed` exists, and
-each one is logged to `<dir>/faults.jsonl` (wall time, venue, call, kind); without it they are on all run.
+When `SOFIA_CHAOS_DIR` is set (the drill sets it), FaultyVenue injects only while `<dir>/armed` exists, and each
+fault (and the stale window's start and end) is logged to `<dir>/faults.jsonl` (wall time, venue, call, kind);
+without it the faults are on for the whole run. The stale window is set in market time and is never armed.
+In live mode the network faults (latency, dropped responses, 5xx and 429 answers, refused connections) come from
+`chaos_proxy` in front of the venue instead, so they go through ccxt's own error handling.
 
 The drill, a parent process: for each scenario it writes a configuration with the scenario's `chaos` section, runs
 `python -m sofia_runtime.cli run` in paper mode (or live, through `chaos_proxy`) as a real subprocess on the
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -59,7 +64,7 @@ from sofia_runtime.exchange import base
 from sofia_runtime.marketdata import BOOK, FUNDING, Book
 
 CONTROL_ENV = "SOFIA_CHAOS_DIR"
-FAULT_KINDS = ("timeout", "http_5xx", "rate_limit", "dropped_after_send")
+LIVE_POLLS = ("fetch_order_book", "poll_trades")
 
 
 # --- injection (inside the runtime) -------------------------------------------------------------------------------
@@ -108,7 +113,10 @@ class FaultyVenue:
     def __getattr__(self, name):
         if name == "inner":  # not set yet (copy, unpickling): never recurse
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name in LIVE_POLLS:  # a live venue's market-data and trade polls draw faults too
+            return functools.partial(self._call, name)
+        return attr
 
     def __repr__(self) -> str:
         return f"FaultyVenue({self.inner!r}, scenario={self.cfg.scenario!r})"
@@ -235,7 +243,7 @@ class Scenario:
     faults: dict = field(default_factory=dict)  # ChaosConfig fields for FaultyVenue
     proxy: dict | None = None  # live mode: chaos_proxy.ProxyFaults fields instead of `faults`
     burst: float = 0.4  # fraction of the duration the faults stay armed
-    until_pause: bool = False  # disarm as soon as the breaker has paused (within `burst`)
+    until_pause_within: float | None = None  # when a pause is expected: armed until it comes, at most this fraction
     expect_pause_for: frozenset[str] = frozenset()  # strategies for which the breaker must pause
     pause_why: str = ""
     modes: tuple[str, ...] = ("paper", "live")
@@ -255,7 +263,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("timeouts", "20 % of venue calls time out before reaching the venue", {"timeout_rate": 0.2},
              pause_why=_NO_PAUSE_RETRIES),
     Scenario("http_5xx", "a burst of HTTP 503 on every venue call until the breaker trips", {"error_5xx_rate": 1.0},
-             burst=0.6, until_pause=True, expect_pause_for=frozenset({"mm_lite"}),
+             proxy={"error_rate": 1.0, "error_status": 503}, burst=0.3, until_pause_within=0.6,
+             expect_pause_for=frozenset({"mm_lite"}),
              pause_why="every call fails: mm_lite keeps requoting, so 5 order/cancel calls fail in a row within a "
                        "second; router has one child in flight (the unknown child holds the next back) and "
                        "funding_farmer retries a failed pair only after reconsider_s, so they never reach 5"),
@@ -263,7 +272,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              {"drop_after_send_rate": 0.2}, proxy={"drop_after_send_rate": 1.0, "match": r"^(POST|DELETE) "},
              pause_why="the look-up by client id finds the order, so the send counts as a success"),
     Scenario("rate_limits", "20 % of venue calls answered 429, not processed", {"rate_limit_rate": 0.2},
-             pause_why=_NO_PAUSE_RETRIES),
+             proxy={"error_rate": 0.2, "error_status": 429}, pause_why=_NO_PAUSE_RETRIES),
     Scenario("stale_data", "one venue's books and trades stop for a stretch of market time", stale=True,
              modes=("paper",), pause_why="stale data blocks orders on that book; it never pauses"),
     Scenario("kill_restart", "SIGKILL mid-run, restart with the same runtime id", kill=True,
@@ -322,6 +331,7 @@ class Verdict:
     auto_pause_expected: bool = False
     auto_pause: bool = False
     pause_reason: str | None = None
+    pause_after_s: float | None = None  # first injected fault -> the breaker's pause record
     resumed_by_drill: bool = False
     recovery_s: float | None = None
     recovery_definition: str = ""
@@ -405,9 +415,13 @@ def judge(scenario: Scenario, verdict: Verdict, records: list[dict], venue_recor
 
     # auto-pause by the runtime's own breaker
     breaker = f"runtime-breaker:{verdict.runtime_id}"
-    pauses = [r["payload"] for r in records if r["kind"] == "pause" and r["payload"].get("paused_by") == breaker]
+    pauses = [r for r in records if r["kind"] == "pause" and r["payload"].get("paused_by") == breaker]
     verdict.auto_pause = bool(pauses)
-    verdict.pause_reason = pauses[0]["reason"] if pauses else None
+    verdict.pause_reason = pauses[0]["payload"]["reason"] if pauses else None
+    fault_times = [f["ts"] for f in faults if f["kind"] not in ("stale_start", "stale_end")]
+    fault_times += [t for t, _, _ in proxy_faults]
+    if pauses and fault_times:
+        verdict.pause_after_s = round(_epoch(pauses[0]["ts"]) - min(fault_times), 3)
     if verdict.auto_pause != verdict.auto_pause_expected:
         fail(f"auto-pause {'fired' if verdict.auto_pause else 'did not fire'}, expected "
              f"{'a pause' if verdict.auto_pause_expected else 'none'} ({scenario.pause_why})")
@@ -423,10 +437,11 @@ def judge(scenario: Scenario, verdict: Verdict, records: list[dict], venue_recor
         start = next((f for f in faults if f["kind"] == "stale_start"), None)
         end = next((f for f in faults if f["kind"] == "stale_end"), None)
         venue = (start or {}).get("venue")
+        blocked = sum(1 for r in records if r["kind"] == "decision"
+                      and str(r["payload"].get("reason", "")).startswith("stale data"))
         verdict.stale = {"venue": venue, "market_from": (start or {}).get("market_from"),
                          "market_to": (start or {}).get("market_to"), "dropped_events": (end or {}).get("dropped"),
-                         "blocked_stale_decisions": sum(1 for r in records if r["kind"] == "decision"
-                                                        and str(r["payload"].get("reason", "")).startswith("stale data"))}
+                         "blocked_stale_decisions": blocked}
         if start is None or end is None:
             fail("the stale window did not start and end within the run (lengthen --duration)")
         else:
@@ -443,16 +458,18 @@ def judge(scenario: Scenario, verdict: Verdict, records: list[dict], venue_recor
                 verdict.recovery_s = round(_epoch(back[0]["ts"]) - end["ts"], 3)
     else:
         verdict.recovery_definition = "last injected fault -> next order_ack"
-        times = [f["ts"] for f in faults if f["kind"] not in ("stale_start", "stale_end")] + [t for t, _, _ in proxy_faults]
-        if not times:
+        if not fault_times:
             fail("no fault was injected")
         else:
-            last = max(times)
+            last = max(fault_times)
             after = [r for r in acks if _epoch(r["ts"]) >= last]
             if after:
                 verdict.recovery_s = round(_epoch(after[0]["ts"]) - last, 3)
     if verdict.recovery_s is None and not any("stale window" in f or "no fault" in f for f in verdict.failures):
-        fail(f"did not recover: nothing matched '{verdict.recovery_definition}' before the run ended")
+        stop = next((r["payload"] for r in reversed(records) if r["kind"] == "stop"), {})
+        hint = (" (the strategy was done: give it more to do, e.g. a larger --order)"
+                if stop.get("reason") == "strategy done" else "")
+        fail(f"did not recover: nothing matched '{verdict.recovery_definition}' before the run ended{hint}")
     return verdict
 
 
@@ -647,6 +664,9 @@ class Drill:
         has_faults = bool(scenario.faults) or use_proxy
         verdict = Verdict(scenario.name, rid, self.opts.mode, self.strategy, scenario.summary,
                           auto_pause_expected=scenario.expects_pause(self.strategy))
+        proxy_log_from = len(proxy.proxy.fault_log) if use_proxy else 0
+        until_pause = scenario.until_pause_within is not None and verdict.auto_pause_expected
+        burst = scenario.until_pause_within if until_pause else scenario.burst
         self.announce(f"chaos {scenario.name}: {scenario.summary} - runtime {rid}")
 
         procs = [_Proc(self._run_args(rid, config, D), env, workdir, 1)]
@@ -701,7 +721,7 @@ class Drill:
                     arm(True)
                     armed = now
                 if armed is not None and disarmed is None and (
-                        now - armed >= scenario.burst * D or (scenario.until_pause and breaker_paused)):
+                        now - armed >= burst * D or (until_pause and breaker_paused)):
                     arm(False)
                     disarmed = now
                 if breaker_paused and (disarmed is not None or not has_faults):
@@ -736,9 +756,10 @@ class Drill:
             verdict.notes.append("the faults were never armed: the runtime ended first")
         if control.read_pause(self.pause_path).paused:
             verdict.notes.append(f"the data folder is still paused: {control.read_pause(self.pause_path)}")
-        return self._judge(scenario, verdict, workdir, effective, kill_at, restart_seq, proxy)
+        proxy_faults = list(proxy.proxy.fault_log[proxy_log_from:]) if use_proxy else []
+        return self._judge(scenario, verdict, workdir, effective, kill_at, restart_seq, proxy_faults)
 
-    def _judge(self, scenario, verdict, workdir, effective, kill_at, restart_seq, proxy) -> Verdict:
+    def _judge(self, scenario, verdict, workdir, effective, kill_at, restart_seq, proxy_faults) -> Verdict:
         from sofia_runtime.journal import JournalError, journal_files, read_records, verify
         from sofia_runtime.reconcile import paper_venue_record
 
@@ -758,9 +779,10 @@ class Drill:
             from sofia_runtime.reconcile import journal_views
 
             fetched: dict[str, tuple] = {}
+            since = int(_epoch(records[0]["ts"]) * 1000) if records else None
             for view in journal_views(records).values():
                 for venue in sorted({o["venue"] for o in view.orders.values()}):
-                    fetched[venue] = live_venue_record(venue, view, self.opts.venue_url, os.environ)
+                    fetched[venue] = live_venue_record(venue, view, self.opts.venue_url, os.environ, since)
             live_dups = {oid: why for _, unexplained in fetched.values() for oid, why in unexplained.items()}
 
             def venue_record(account, venue, view):
@@ -770,7 +792,7 @@ class Drill:
                 return paper_venue_record(self.data / "paper_venue" / account / f"{venue}.jsonl")
         return judge(scenario, verdict, records, venue_record, read_fault_log(workdir), kill_at=kill_at,
                      restart_seq=restart_seq, stale_after_s=effective.limits.stale_after_s,
-                     proxy_faults=list(proxy.proxy.fault_log) if proxy is not None and scenario.proxy else [],
+                     proxy_faults=proxy_faults,
                      live_duplicates=live_dups)
 
     # --- all of them ------------------------------------------------------------------------------------------
@@ -813,10 +835,11 @@ class Drill:
         return out
 
 
-def live_venue_record(venue: str, view, base_url: str, env) -> tuple:
+def live_venue_record(venue: str, view, base_url: str, env, since_ms: int | None = None) -> tuple:
     """(VenueRecord, unexplained) for a live venue: each journaled order looked up by client order id, the trades
-    of their symbols; `unexplained` maps venue order ids among those trades that no journaled client id resolves
-    to (a duplicate, or other activity on the account) to a description."""
+    of their symbols since `since_ms` (the runtime's start); `unexplained` maps venue order ids among those trades
+    that no journaled client id resolves to (a duplicate, or other trading on the account meanwhile: run a live
+    drill on an account of its own) to a description."""
     from sofia_runtime.exchange.live import LiveVenue, keys_from_env
     from sofia_runtime.reconcile import VenueRecord
 
@@ -833,9 +856,14 @@ def live_venue_record(venue: str, view, base_url: str, env) -> tuple:
             for o in orders:
                 found = await client.find_order(o["client_order_id"], o["symbol"])
                 if found:
-                    record.orders[str(found["id"])] = dict(found, clientOrderId=o["client_order_id"])
+                    found = dict(found, clientOrderId=o["client_order_id"])
+                    if found.get("type") == "market":
+                        # ccxt puts a market order's average fill price in `price`; the order had none (its
+                        # fills' prices are reconciled one by one)
+                        found["price"] = None
+                    record.orders[str(found["id"])] = found
             for symbol in sorted({o["symbol"] for o in orders}):
-                for t in await client.fetch_my_trades(symbol):
+                for t in await client.fetch_my_trades(symbol, since_ms):
                     record.trades[str(t["id"])] = dict(t, clientOrderId=None)
                     if str(t["order"]) not in record.orders:
                         unexplained[str(t["order"])] = f"trade {t['id']} of an order no journaled client id names"
@@ -875,8 +903,9 @@ def print_verdicts(verdicts: list[Verdict], report: Path | None = None) -> None:
         table.add_row("journal intact", "yes" if v.journal_intact else f"no: {v.journal_problem}", "yes",
                       ok(v.journal_intact))
         table.add_row("reconciliation", recon, "100 %", ok(v.reconciliation_pct in (None, 100.0)))
-        table.add_row("auto-pause", ("yes" if v.auto_pause else "no") + (" (resumed by the drill)" if
-                                                                         v.resumed_by_drill else ""),
+        paused = "no" if not v.auto_pause else (f"yes, {v.pause_after_s:.3f} s after the first fault"
+                                                 if v.pause_after_s is not None else "yes")
+        table.add_row("auto-pause", paused + (", resumed by the drill" if v.resumed_by_drill else ""),
                       "yes" if v.auto_pause_expected else "no", ok(v.auto_pause == v.auto_pause_expected))
         table.add_row("time to recover", "-" if v.recovery_s is None else f"{v.recovery_s:.3f} s",
                       v.recovery_definition, ok(v.recovery_s is not None))

@@ -10,6 +10,8 @@ keep-alive connection). Faults, changed at any time with `set_faults`:
   HTTP/1.1") is forwarded, the venue's response is read, and then both connections are closed without the
   client seeing a byte of it. The venue did the work; the client cannot know: the case that duplicates an
   order when a client re-sends blindly;
+- error status: a request (matching `match`) is answered by the proxy with `error_status` (503, 429 ...) and
+  never reaches the venue, with probability `error_rate`; the connection is then closed;
 - refuse: the listening socket is closed (new connections get ECONNREFUSED) and open connections are reset,
   until refusing is switched off, when the proxy listens on the same port again.
 
@@ -34,23 +36,41 @@ class ProxyFaults:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     drop_after_send_rate: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 503
     refuse: bool = False
-    match: str | None = None  # regex on the request line; None: every request may be dropped
+    match: str | None = None  # regex on the request line; None: every request may be dropped or answered
 
     def __post_init__(self):
         if self.latency_ms < 0 or self.jitter_ms < 0:
             raise ValueError(f"proxy faults: latency_ms {self.latency_ms} and jitter_ms {self.jitter_ms} must be >= 0")
-        if not 0.0 <= self.drop_after_send_rate <= 1.0:
-            raise ValueError(f"proxy faults: drop_after_send_rate {self.drop_after_send_rate} must be in [0, 1]")
+        for name in ("drop_after_send_rate", "error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"proxy faults: {name} {getattr(self, name)} must be in [0, 1]")
+        if self.drop_after_send_rate + self.error_rate > 1.0:
+            raise ValueError("proxy faults: drop_after_send_rate + error_rate must be <= 1 (one fault per request)")
+        if not 400 <= self.error_status <= 599:
+            raise ValueError(f"proxy faults: error_status {self.error_status} is not an HTTP error status")
         if self.match is not None:
             re.compile(self.match)
 
     @property
     def active(self) -> bool:
-        return bool(self.latency_ms or self.jitter_ms or self.drop_after_send_rate or self.refuse)
+        return bool(self.latency_ms or self.jitter_ms or self.drop_after_send_rate or self.error_rate or self.refuse)
 
 
 NO_FAULTS = ProxyFaults()
+_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout", 418: "I'm a teapot"}
+
+
+def error_response(status: int) -> bytes:
+    """A plain-text answer, as a load balancer in front of a venue gives: a client maps it by its status alone
+    (ccxt: 503 ExchangeNotAvailable, 429 RateLimitExceeded), not as one of the venue's own error codes."""
+    reason = _REASONS.get(status, "Error")
+    body = f"{status} {reason} (chaos proxy)".encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
 
 
 def parse_upstream(url: str) -> tuple[str, int]:
@@ -62,6 +82,23 @@ def parse_upstream(url: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ValueError(f"venue URL {url!r} has no host")
     return parts.hostname, parts.port or 80
+
+
+async def _read_whole_request(first: bytes, reader: asyncio.StreamReader, timeout: float = 1.0) -> None:
+    data = first
+    while b"\r\n\r\n" not in data:
+        more = await asyncio.wait_for(reader.read(65536), timeout)
+        if not more:
+            return
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    need = int(length.group(1)) if length else 0
+    while len(body) < need:
+        more = await asyncio.wait_for(reader.read(need - len(body)), timeout)
+        if not more:
+            return
+        body += more
 
 
 class ChaosProxy:
@@ -141,7 +178,7 @@ class ChaosProxy:
             return
         transports = (writer.transport, up_writer.transport)
         self._conns.update(transports)
-        state = {"awaiting": False, "drop": False, "line": ""}
+        state = {"awaiting": False, "drop": False, "line": "", "answered": False}
 
         async def client_to_venue() -> None:
             while data := await reader.read(65536):
@@ -154,8 +191,15 @@ class ChaosProxy:
                         await asyncio.sleep(delay / 1000.0)
                         self._record("latency", line)
                     matches = faults.match is None or re.search(faults.match, line) is not None
-                    state["drop"] = (matches and faults.drop_after_send_rate > 0
-                                     and self.rng.random() < faults.drop_after_send_rate)
+                    u = self.rng.random() if matches and (faults.error_rate or faults.drop_after_send_rate) else 1.0
+                    if u < faults.error_rate:  # answered here, never forwarded; the connection is closed after
+                        self._record(f"http_{faults.error_status}", line)
+                        await _read_whole_request(data, reader)  # unread bytes would turn the close into a reset
+                        writer.write(error_response(faults.error_status))
+                        await writer.drain()
+                        state["answered"] = True
+                        return
+                    state["drop"] = u < faults.error_rate + faults.drop_after_send_rate
                     state["awaiting"], state["line"] = True, line
                 up_writer.write(data)
                 await up_writer.drain()
@@ -177,9 +221,12 @@ class ChaosProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for transport in transports:
-                transport.abort()  # a dropped response: the client gets a reset, never a partial answer
-                self._conns.discard(transport)
+            if state["answered"]:
+                writer.close()  # let the error response out before the FIN
+            else:
+                writer.transport.abort()  # a dropped response: the client gets a reset, never a partial answer
+            up_writer.close()
+            self._conns.difference_update(transports)
 
 
 class ProxyThread:
