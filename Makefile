@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/sofia demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -p 3000

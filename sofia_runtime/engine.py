@@ -418,11 +418,14 @@ class Engine:
             self.counters["orders"] += 1
             self.journal.append("order_ack", {"client_order_id": cid, "order_id": order.order_id,
                                               "status": found["status"], "recovered": True, "market_ts": self.now_ms})
-            if found["status"] != "open":
-                self._closed(found)
+            if found["status"] != "open" and cid in self.open:
+                self._closed(dict(found, clientOrderId=cid))
 
     def _order_failed(self, order: OpenOrder, status: str, exc: Exception) -> None:
-        self.open.pop(order.client_order_id, None)
+        if self.open.pop(order.client_order_id, None) is not None:
+            hook = getattr(self.strategy, "on_order_closed", None)
+            if hook:  # an order that never reached the venue is done as far as the strategy is concerned
+                hook({"clientOrderId": order.client_order_id, "id": None, "status": status, "filled": ZERO}, self)
         self.counters["order_errors"] += 1
         self.metrics.orders.labels(order.venue, status).inc()
         self.journal.append("order_rejected", {"client_order_id": order.client_order_id, "status": status,
@@ -462,7 +465,11 @@ class Engine:
         try:
             closed = await self.venues[order.venue].cancel_order(order.order_id, order.symbol)
         except OrderNotFound:
-            closed = await self.venues[order.venue].fetch_order(order.order_id, order.symbol)
+            try:
+                closed = await self.venues[order.venue].fetch_order(order.order_id, order.symbol)
+            except ExchangeError as exc:
+                self._error("cancel", f"{cid}: not found to cancel, and its state unknown: {exc}")
+                return
         except ExchangeError as exc:
             self._error("cancel", f"{cid}: {exc}")
             self._venue_failed(f"cancel {cid}: {exc}")
@@ -652,7 +659,15 @@ class Engine:
             venue = self.venues.get(p["venue"])
             if venue is None:
                 continue
-            found = await venue.find_order(cid, p["symbol"])
+            order = OpenOrder(cid, p["venue"], p["symbol"], p["side"], p["type"],
+                              Decimal(p["price"]) if p["price"] is not None else None, Decimal(p["amount"]),
+                              p["strategy"], p["tag"], p["decision_seq"], p["market_ts"], acked.get(cid), p["_filled"])
+            try:
+                found = await venue.find_order(cid, p["symbol"])
+            except NetworkError as exc:  # the venue cannot say now: keep asking, never re-send
+                self.open[cid] = order
+                self._order_unknown(order, exc)
+                continue
             if cid not in acked:
                 if found is None:
                     self.journal.append("order_rejected", {"client_order_id": cid, "status": "not_sent",
@@ -666,20 +681,21 @@ class Engine:
                 recovered += 1
             if found is None:
                 continue
-            order = OpenOrder(cid, p["venue"], p["symbol"], p["side"], p["type"],
-                              Decimal(p["price"]) if p["price"] is not None else None, Decimal(p["amount"]),
-                              p["strategy"], p["tag"], p["decision_seq"], p["market_ts"], str(found["id"]), p["_filled"])
+            order.order_id = str(found["id"])
             self.open[cid] = order
         for name, venue in self.venues.items():
             symbols = sorted({p["symbol"] for p in orders.values() if p["venue"] == name})
-            for symbol in symbols:  # trades the venue has of this runtime's orders that the journal lacks
-                for trade in await venue.fetch_my_trades(symbol):
-                    if str(trade["id"]) not in self.seen_trades and str(trade["order"]) in self.cid_by_order_id:
-                        self._fill(name, trade, recovered=True)
-            for order in [o for o in self.open.values() if o.venue == name]:
-                state = await venue.fetch_order(order.order_id, order.symbol)
-                if state["status"] != "open":
-                    self._closed(state)
+            try:
+                for symbol in symbols:  # trades the venue has of this runtime's orders that the journal lacks
+                    for trade in await venue.fetch_my_trades(symbol):
+                        if str(trade["id"]) not in self.seen_trades and str(trade["order"]) in self.cid_by_order_id:
+                            self._fill(name, trade, recovered=True)
+                for order in [o for o in self.open.values() if o.venue == name and o.order_id]:
+                    state = await venue.fetch_order(order.order_id, order.symbol)
+                    if state["status"] != "open":
+                        self._closed(dict(state, clientOrderId=order.client_order_id))
+            except ExchangeError as exc:  # trading resumes; the venue's later reports and reconciliation catch up
+                self._error("recovery", f"{name}: could not settle with the venue: {exc}")
             for payment in getattr(venue, "fundings", []):  # charged at the venue, not yet journaled
                 if payment["id"] not in self.seen_funding:
                     self._funding(name, payment)
@@ -757,6 +773,14 @@ class Engine:
     async def shutdown(self, reason: str) -> None:
         for venue in self.paper_venues:  # orders in flight reach the book as it last was
             venue.advance(self.now_ms + 3_600_000)
+        await self.resolve_unknown()
+        for name, venue in self.venues.items():  # a live venue's last fills, before the books close
+            if hasattr(venue, "poll_trades"):
+                try:
+                    await venue.poll_trades(sorted({o.symbol for o in self.open.values() if o.venue == name}
+                                                   | {s for v, s in self.instruments if v == name}))
+                except ExchangeError as exc:
+                    self._error("shutdown", f"{name}: last trades not fetched: {exc}")
         for cid in [c for c, o in self.open.items() if o.type == "limit"]:
             await self.cancel(cid, f"shutdown: {reason}")
         for name in self.venues:

@@ -131,7 +131,9 @@ def reconcile(views: dict[str, JournalView], venue_record: Callable[[str, str, J
                     continue
                 diffs = [f"{k}: journal {o.get(k)} venue {theirs.get(k)}" for k in ("symbol", "side", "type")
                          if o.get(k) != theirs.get(k)]
-                diffs += [f"{k}: journal {o.get(k)} venue {theirs.get(k)}" for k in ("price", "amount")
+                # a market order has no price of its own (venues report the average fill price there)
+                compared = ("price", "amount") if o.get("type") == "limit" else ("amount",)
+                diffs += [f"{k}: journal {o.get(k)} venue {theirs.get(k)}" for k in compared
                           if not _same(o.get(k), theirs.get(k))]
                 if o.get("order_id") and str(o["order_id"]) != str(theirs["id"]):
                     diffs.append(f"order id: journal {o['order_id']} venue {theirs['id']}")

@@ -133,10 +133,9 @@ async def paced(feed: ReplayFeed, books: Books, start: int, speed: float, engine
                 if wait <= 0 or engine.stopping.is_set():
                     break
                 await asyncio.sleep(min(wait, 0.1))
-        else:
-            count += 1
-            if count % yield_every == 0:
-                await asyncio.sleep(0)
+        count += 1
+        if count % yield_every == 0:  # behind schedule or at full speed: the pause check and health still run
+            await asyncio.sleep(0)
         if engine.stopping.is_set():
             return
         yield kind, feed.event(kind, i, books)
@@ -235,20 +234,25 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
                      f"at speed {cfg.speed or 'max'}; health on http://127.0.0.1:{port}/api/health")
         started = True
         reason = "replay finished"
-        try:
-            run = engine.run(events)
-            if cfg.duration_s:
-                await asyncio.wait_for(run, cfg.duration_s)
-            else:
-                await run
-            if engine.handover_to:
-                reason = f"handover to {engine.handover_to}"
-            elif engine.stopping.is_set():
-                reason = "signal"
-            elif strategy.done:
-                reason = "strategy done"
-        except TimeoutError:
+        out_of_time = False
+
+        def time_is_up() -> None:  # stop between two events, never in the middle of sending an order
+            nonlocal out_of_time
+            out_of_time = True
+            engine.stopping.set()
+
+        timer = loop.call_later(cfg.duration_s, time_is_up) if cfg.duration_s else None
+        await engine.run(events)
+        if timer is not None:
+            timer.cancel()
+        if out_of_time:
             reason = f"duration {cfg.duration_s:g} s reached"
+        elif engine.handover_to:
+            reason = f"handover to {engine.handover_to}"
+        elif engine.stopping.is_set():
+            reason = "signal"
+        elif strategy.done:
+            reason = "strategy done"
         engine.stopping.set()
         for t in tasks:
             t.cancel()

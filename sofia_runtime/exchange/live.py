@@ -193,7 +193,7 @@ class LiveVenue:
             except self._ccxt.BaseError as e:
                 raise self._map_error(e, order=True) from None
         raise base.NetworkError(self._scrub(f"create_order {cid} on {symbol}: no answer after {self.retries + 1} "
-                                            f"attempts, the venue does not have it: {last!r}"))
+                                            f"attempts and its outcome is unknown: {last!r}"))
 
     async def cancel_order(self, id: str, symbol: str, params: dict | None = None) -> dict:
         order = await self._call("cancel_order", id, symbol, dict(params or {}))
@@ -274,4 +274,4 @@ async def live_events(venue: LiveVenue, symbols: list[str], books, engine, trade
             engine.venue_error = str(exc)
             engine._error("venue", str(exc))
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, 2.0)  # short: trading resumes soon after the venue does

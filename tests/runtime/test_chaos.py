@@ -290,7 +290,10 @@ def test_chaos_drill_paper_scenario(runtime_data: RuntimeData, scenario):
     reconciled with the paper venue's record, the breaker's pause only under the 5xx burst, and a recovery."""
     # the 5xx burst lasts until the breaker pauses, at most 60 % of the run: room for a loaded CI machine
     duration = "5s" if scenario == "http_5xx" else "3s"
-    proc = runtime_data.cli("chaos", "--scenario", scenario, "--duration", duration, "--speed", "0", timeout=120,
+    # paused, a full-speed replay would race to the end of its 3 market hours before the drill resumes it: the 5xx
+    # run is paced (5 s at 1,800x = 2.5 market hours) so there is a market left to trade after the resume
+    speed = "1800" if scenario == "http_5xx" else "0"
+    proc = runtime_data.cli("chaos", "--scenario", scenario, "--duration", duration, "--speed", speed, timeout=120,
                             env=runtime_data.env(COLUMNS="200"))
     assert "chaos drill summary" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
     (v,) = _report(runtime_data)["scenarios"]
