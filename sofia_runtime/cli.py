@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
 
     overrides = {"strategy": args.strategy, "mode": args.mode, "venue": args.venue, "duration_s": args.duration,
                  "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id, "slot": args.slot,
-                 "deployment": args.deployment}
+                 "deployment": args.deployment, "source": args.source}
     try:
         cfg = load_config(Path(args.config) if args.config else None, **overrides)
         if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--venue", help="live: the ccxt exchange id; paper: trade on this venue only")
     run.add_argument("--duration", type=parse_duration, help="stop after this wall time (90s, 10m, 2h)")
     run.add_argument("--speed", type=float, help="replay speed, market seconds per second; 0 = as fast as possible")
+    run.add_argument("--source", choices=["replay", "simulator"],
+                     help="paper market data: the snapshot's day replayed (default) or the simulator in real time")
     run.add_argument("--port", type=int, help="health and metrics port (default 8000; 0 = any free port)")
     run.add_argument("--order", help='router: the parent order, e.g. "buy 0.5 BTC/USDT"')
     run.add_argument("--runtime-id", help="journal and lock name (default <strategy>-<mode>)")

@@ -83,6 +83,9 @@ class RuntimeConfig(BaseSettings):
     venue: str | None = Field(None, description="live: the ccxt exchange id; paper: restrict to one venue")
     runtime_id: str | None = Field(None, description="journal and lock name; default <strategy>-<mode>")
     port: int = Field(8000, ge=0, le=65535)
+    source: Literal["replay", "simulator"] = Field(
+        "replay", description="paper market data: the snapshot's day replayed at `speed`, or the embedded simulator's "
+                              "market for today followed in real time")
     speed: float = Field(60.0, ge=0, description="market seconds per wall second; 0 = as fast as possible")
     duration_s: float | None = Field(None, gt=0, description="stop after this much wall time")
     snapshot_max_age_h: float = Field(72.0, gt=0)

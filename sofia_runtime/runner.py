@@ -119,11 +119,13 @@ def build_paper_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, clo
 
 
 async def paced(feed: ReplayFeed, books: Books, start: int, speed: float, engine: Engine,
-                yield_every: int = 256) -> AsyncIterator[tuple[int, object]]:
-    """The replay at `speed` market seconds per wall second (0: as fast as the engine goes)."""
+                yield_every: int = 256, market_now_ms: int | None = None) -> AsyncIterator[tuple[int, object]]:
+    """The replay at `speed` market seconds per wall second (0: as fast as the engine goes). `market_now_ms`: the
+    market time of this wall instant (following a market in real time), else the first event's."""
     if start >= len(feed):
         return
-    wall0, market0 = time.monotonic(), int(feed.ts[start])
+    wall0 = time.monotonic()
+    market0 = market_now_ms if market_now_ms is not None else int(feed.ts[start])
     count = 0
     for ts, kind, i in feed.events(start):
         if speed > 0:
@@ -198,8 +200,9 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         feed = None
         if cfg.mode != "live":  # built before waiting for a lease, so a standby takes over without this delay
             keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
-            feed = ReplayFeed(snapshot.tables["replay_books"], snapshot.tables["replay_trades"], keep=keep,
-                              funding=snapshot.tables["replay_funding"])
+            market = snapshot.tables if cfg.source == "replay" else simulated_today()
+            feed = ReplayFeed(market["replay_books"], market["replay_trades"], keep=keep,
+                              funding=market["replay_funding"])
         if lease is not None:
             started = True  # a standby is healthy: ready to take over
             if not await _wait_for_lease(engine, lease, announce):
@@ -222,6 +225,13 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
 
             tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
             events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
+        elif cfg.source == "simulator":  # today's simulated market from now on, in real time
+            now_ms = int(time.time() * 1000)
+            start = feed.position_after(max(engine.last_market_ms, now_ms))
+            events = paced(feed, books, start, 1.0, engine, market_now_ms=now_ms)
+            announce(f"runtime {runtime_id}: {cfg.strategy} in paper mode on the embedded simulator's market for "
+                     f"today, {len(instruments)} instruments, in real time from position {start:,} of {len(feed):,}; "
+                     f"health on http://127.0.0.1:{port}/api/health")
         else:
             start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
             events = paced(feed, books, start, cfg.speed, engine)
@@ -274,6 +284,18 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         return 0
     finally:
         await server.cleanup()
+
+
+def simulated_today() -> dict:
+    """The embedded simulator's books, trades and funding for the current UTC day, named as the snapshot's
+    replay tables (the simulator is seeded per day, so a restarted runtime sees the same market)."""
+    from datetime import datetime, timezone
+
+    from sofia_runtime.simulator import MarketSimulator
+
+    today = datetime.now(timezone.utc).date()
+    day = MarketSimulator(end=today + timedelta(days=1), days=1).day(today)
+    return {f"replay_{name}": day[name] for name in ("books", "trades", "funding")}
 
 
 def _build_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: Engine) -> dict:

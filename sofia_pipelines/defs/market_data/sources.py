@@ -35,7 +35,7 @@ def source_from_spec(spec: str) -> MarketSource:
     """`simulated`, `files:DIR` or `ccxt:VENUE[,VENUE…]` (the value of SOFIA_SOURCE)."""
     kind, _, arg = spec.partition(":")
     if kind == "simulated" and not arg:
-        from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+        from sofia_runtime.simulator import MarketSimulator
 
         return MarketSimulator()
     if kind == "files" and arg:

@@ -75,7 +75,7 @@ def test_normal_days_raise_nothing():
     hand_made = latency_scores()
     assert not hand_made["exceeds"].any() and hand_made["z"].max() < CFG.threshold / 2
 
-    from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+    from sofia_runtime.simulator import MarketSimulator
 
     sim = MarketSimulator()
     days = sim.available_days()

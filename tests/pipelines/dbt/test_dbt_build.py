@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from sofia_pipelines.defs.dbt.assets import defs as dbt_defs
-from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+from sofia_runtime.simulator import MarketSimulator
 from sofia_pipelines.partitions import partition_window
 from sofia_pipelines.warehouse import replace_window
 from sofia_runtime import paths

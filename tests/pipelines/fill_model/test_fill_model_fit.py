@@ -6,7 +6,7 @@ import pytest
 
 from sofia_pipelines.defs.fill_model.compute import (calibration, expected_calibration_error, fill_samples,
                                                      fit_fill_model, fit_params, held_out)
-from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+from sofia_runtime.simulator import MarketSimulator
 from sofia_runtime.fill_model import FillParams, p_fill
 
 

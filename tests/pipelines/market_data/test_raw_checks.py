@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.defs.market_data.checks import raw_checks
 from sofia_pipelines.defs.market_data.expectations import validate
-from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+from sofia_runtime.simulator import MarketSimulator
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import replace_window
 from sofia_runtime.schemas import RAW_TABLES

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from sofia_pipelines.defs.market_data.simulator import MarketSimulator, stream_to_parquet
+from sofia_runtime.simulator import MarketSimulator, stream_to_parquet
 from sofia_runtime.schemas import RAW_TABLES
 
 

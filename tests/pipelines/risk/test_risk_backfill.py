@@ -29,7 +29,7 @@ class SmallMarket(MarketSourceResource):
     """The embedded simulator over two days, three bases and two venues: the same code, less data."""
 
     def get(self):
-        from sofia_pipelines.defs.market_data.simulator import MarketSimulator
+        from sofia_runtime.simulator import MarketSimulator
 
         return MarketSimulator(days=2, bases=("BTC", "ETH", "SOL"), venues=("binance", "okx"))
 

@@ -1,4 +1,5 @@
-"""The embedded market simulator: a deterministic, seeded market that looks like one.
+"""The embedded market simulator: a deterministic, seeded market that looks like one (the default source of the
+raw assets, and of the paper runtime with `--source simulator`).
 
 One fundamental price per base asset follows a GARCH(1,1) process with Student-t shocks (fat tails,
 volatility clustering) scaled by an intraday activity profile. Each venue quotes it with a small
