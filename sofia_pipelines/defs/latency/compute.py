@@ -25,7 +25,7 @@ SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 def latency_heatmap(probes: pl.DataFrame) -> pl.DataFrame:
     """Exact percentiles over the successful probes; error rate over all of them."""
     views = {"hour_of_day": pl.col("ts").dt.hour().cast(pl.Int64),
-             "hour_of_week": ((pl.col("ts").dt.weekday() - 1) * 24 + pl.col("ts").dt.hour()).cast(pl.Int64)}
+             "hour_of_week": (pl.col("ts").dt.weekday().cast(pl.Int64) - 1) * 24 + pl.col("ts").dt.hour().cast(pl.Int64)}
     ok = pl.col("latency_ms").filter(pl.col("ok"))
     frames = [probes.group_by("venue", "endpoint", expr.alias("bucket")).agg(
         pl.lit(view).alias("view"), pl.len().cast(pl.Int64).alias("samples"),

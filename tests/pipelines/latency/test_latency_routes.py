@@ -59,3 +59,13 @@ def test_depth_impact_and_single_venue_symbol():
     assert costs["impact_bps"][0] == pytest.approx(1.0 * 3)  # half spread x (20k / 5k - 1)
     r = route_table(costs, 20_000).row(0, named=True)
     assert r["runner_up_venue"] is None and r["margin_bps"] is None
+
+
+def test_hour_of_week_buckets_cover_the_weekend():
+    """Saturday and Sunday evening land in buckets 143 and 167 (the weekday arithmetic must not overflow)."""
+    probes = pl.DataFrame({"venue": "binance", "endpoint": "public_rest", "ts": [datetime(2026, 10, 31, 23),
+                                                                                datetime(2026, 11, 1, 23)],
+                           "latency_ms": [10.0, 20.0], "ok": True, "error": None},
+                          schema_overrides={"ts": pl.Datetime("ms"), "error": pl.Utf8})
+    week = latency_heatmap(probes).filter(pl.col("view") == "hour_of_week")
+    assert sorted(week["bucket"].to_list()) == [143, 167]
