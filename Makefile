@@ -25,6 +25,12 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
+
 bench-risk: $(STAMP)
 	$(BIN)/python bench/bench_risk.py
 

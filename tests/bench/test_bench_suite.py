@@ -1,0 +1,106 @@
+"""The benchmark suite's own machinery: per-child memory measurement, the row format and its report, and that
+the analytics benchmark's pandas baseline computes what the project's DuckDB/polars code computes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+import run as suite_runner  # noqa: E402
+
+
+def test_run_child_measures_each_childs_own_peak_memory():
+    big = common.run_child([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    small = common.run_child([sys.executable, "-c", "print('BENCH_JSON {\"ok\": 1}')"])
+    assert big.returncode == 0 and small.returncode == 0
+    assert big.peak_rss_mib > 300
+    assert small.peak_rss_mib < 100  # not the earlier child's peak: wait4 reports this child only
+    assert small.payload == {"ok": 1}
+
+
+def test_run_child_reports_failure_and_timeout():
+    failed = common.run_child([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert failed.returncode == 3
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        failed.check()
+    slow = common.run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert slow.returncode != 0 and "timeout" in slow.stderr and slow.wall_s < 10
+
+
+def test_row_computes_median_ratio_and_target():
+    r = common.row("x: speed", "x", [3.0, 1.0, 2.0], "s", "cmd", baseline=[30.0, 20.0, 25.0], baseline_name="pandas",
+                   ratio="baseline/figure", target=("ratio", ">=", 10.0))
+    assert (r["figure"], r["min"], r["max"], r["runs"]) == (2.0, 1.0, 3.0, 3)
+    assert r["baseline"] == 25.0 and r["ratio"] == 12.5 and r["passed"] is True
+    assert r["target"] == "≥ 10× baseline"
+    memory = common.row("x: memory", "x", 2500.0, "MiB", "cmd", target=("figure", "<", 2048))
+    assert memory["passed"] is False and memory["target"] == "< 2,048 MiB"
+    info = common.row("x: rate", "x", [5.0], "rows/s", "cmd")
+    assert info["passed"] is None and info["ratio"] is None
+
+
+def test_load_rows_fills_defaults_and_adapts_the_monte_carlo_format(tmp_path):
+    f = tmp_path / "other.json"
+    f.write_text(json.dumps({"rows": [{"name": "a", "figure": 1.0, "unit": "s", "command": "c"}]}))
+    rows, _ = common.load_rows(f)
+    assert rows[0]["min"] == 1.0 and rows[0]["passed"] is None and rows[0]["notes"] == ""
+    f.write_text(json.dumps({"rows": [{"figure": 1.0, "unit": "s", "command": "c"}]}))
+    with pytest.raises(ValueError, match="lacks field"):
+        common.load_rows(f)
+    risk = tmp_path / "risk.json"
+    stats = {"median_s": 2.0, "min_s": 1.0, "max_s": 3.0, "runs": 3}
+    risk.write_text(json.dumps({"benchmark": "risk_monte_carlo", "target_ratio": 1.5, "results": [
+        {"paths": 10000, "horizon_days": 365, "monte_carlo": stats, "numpy_draws": {**stats, "median_s": 1.0}}]}))
+    rows, _ = common.load_rows(risk)
+    assert rows[0]["ratio"] == 2.0 and rows[0]["passed"] is False
+
+
+def test_markdown_has_every_row_its_verdict_and_the_machine():
+    rows = [common.row("a: one", "a", [1.0, 2.0], "s", "python bench/a.py", target=("figure", "<", 1.0)),
+            common.row("b: two", "b", [5.0], "MiB", "python bench/b.py", notes="pipe | inside")]
+    doc = {"mode": "quick", "created_at": "now", "suite_wall_s": 60.0, "machine": common.machine_info(),
+           "benchmarks": {"a": {"status": "ran", "wall_s": 1.0, "peak_rss_mib": 10.0}}, "rows": rows}
+    text = suite_runner.markdown(doc)
+    assert "| a: one | 1.5 s | 1 – 2 (2) |" in text and "**FAIL**" in text
+    assert "`python bench/b.py`" in text and "pipe \\| inside" in text
+    assert "logical cores" in text and "polars" in text
+
+
+def test_dbt_models_render_without_a_partition_window():
+    sql = __import__("bench_analytics").render_model("mart_hourly_latency", {"latency": "read_parquet('x')"})
+    assert "{{" not in sql and "quantile_cont" in sql and "FROM stg_latency" in sql and "WHERE TRUE" in sql
+
+
+def test_analytics_baseline_computes_what_the_project_computes(tmp_path):
+    analytics = __import__("bench_analytics")
+    from sofia_runtime.simulator import stream_to_parquet
+
+    src = tmp_path / "scale"
+    for _ in stream_to_parquet(src, 1, n_bases=2, tables=("candles", "books", "trades", "latency", "fx")):
+        pass
+    fees = analytics.fee_table_for(src)
+    for side, fn in (("engine", analytics.run_engine), ("pandas", analytics.run_pandas)):
+        out = fn(src, fees, analytics.engine_sql(src))
+        (tmp_path / side).mkdir()
+        for name, frame in out["frames"].items():
+            path = tmp_path / side / f"{name}.parquet"
+            frame.write_parquet(path) if side == "engine" else frame.to_parquet(path, index=False)
+    report = analytics.compare(tmp_path / "engine", tmp_path / "pandas")
+    for name in ("mart_hourly_liquidity", "mart_hourly_latency", "symbol_rankings"):
+        assert report[name]["problems"] == [], name
+        assert report[name]["rows"] > 0
+    # the heatmap by hour of day; hour of week is checked apart (it depends on the weekday arithmetic)
+    e = pl.read_parquet(tmp_path / "engine" / "latency_heatmap.parquet").filter(pl.col("view") == "hour_of_day")
+    p = pl.read_parquet(tmp_path / "pandas" / "latency_heatmap.parquet").filter(pl.col("view") == "hour_of_day")
+    joined = e.join(p.with_columns(pl.col("bucket").cast(pl.Int64)), on=["venue", "endpoint", "bucket"], suffix="_pd")
+    assert joined.height == e.height == p.height == 4 * 3 * 24
+    assert (joined["p99_ms"] - joined["p99_ms_pd"]).abs().max() < 1e-9
+    assert (joined["error_rate"] - joined["error_rate_pd"]).abs().max() < 1e-12
