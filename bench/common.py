@@ -8,7 +8,7 @@ Row format (one figure against one target; `bench/run.py` turns rows into bench/
      "figure": 1.23e6, "unit": "rows/s", # the median of `runs` runs
      "min": 1.1e6, "max": 1.3e6, "runs": 3,
      "baseline": 4.5, "baseline_unit": "s", "baseline_name": "pandas",   # null where the row has none
-     "ratio": 12.0, "ratio_of": "baseline / figure",                     # null without a baseline
+     "ratio": 12.0, "ratio_of": "baseline/figure",   # or "figure/baseline"; null without a baseline
      "target": "≥ 10× baseline", "passed": true,                          # null: no target, figure only
      "command": ".venv/bin/python bench/bench_analytics.py",             # reproduces the row
      "notes": "free text"}
