@@ -106,13 +106,29 @@ def test_analytics_baseline_computes_what_the_project_computes(tmp_path):
             path = tmp_path / side / f"{name}.parquet"
             frame.write_parquet(path) if side == "engine" else frame.to_parquet(path, index=False)
     report = analytics.compare(tmp_path / "engine", tmp_path / "pandas")
-    for name in ("mart_hourly_liquidity", "mart_hourly_latency", "symbol_rankings"):
+    for name in analytics.OUTPUTS:
         assert report[name]["problems"] == [], name
         assert report[name]["rows"] > 0
-    # the heatmap by hour of day; hour of week is checked apart (it depends on the weekday arithmetic)
-    e = pl.read_parquet(tmp_path / "engine" / "latency_heatmap.parquet").filter(pl.col("view") == "hour_of_day")
-    p = pl.read_parquet(tmp_path / "pandas" / "latency_heatmap.parquet").filter(pl.col("view") == "hour_of_day")
-    joined = e.join(p.with_columns(pl.col("bucket").cast(pl.Int64)), on=["venue", "endpoint", "bucket"], suffix="_pd")
-    assert joined.height == e.height == p.height == 4 * 3 * 24
-    assert (joined["p99_ms"] - joined["p99_ms_pd"]).abs().max() < 1e-9
-    assert (joined["error_rate"] - joined["error_rate_pd"]).abs().max() < 1e-12
+    # one day of probes: 4 venues x 3 endpoints x (24 hours of the day + the same 24 hours of the week)
+    heatmap = pl.read_parquet(tmp_path / "engine" / "latency_heatmap.parquet")
+    assert heatmap.height == 4 * 3 * 48 and heatmap["bucket"].is_between(0, 167).all()
+
+
+def test_compare_reports_a_disagreement(tmp_path):
+    analytics = __import__("bench_analytics")
+    for side in ("engine", "pandas"):
+        (tmp_path / side).mkdir()
+    frames = {"mart_hourly_liquidity": {"venue": ["a"], "symbol": ["s"], "hour": [1], "x": [1.0]},
+              "mart_hourly_latency": {"venue": ["a"], "endpoint": ["e"], "hour": [1], "x": [1.0]},
+              "latency_heatmap": {"venue": ["a"], "endpoint": ["e"], "view": ["v"], "bucket": [1], "x": [1.0]},
+              "symbol_rankings": {"venue": ["a"], "symbol": ["s"], "x": [1.0]}}
+    for name, cols in frames.items():
+        pl.DataFrame(cols).write_parquet(tmp_path / "engine" / f"{name}.parquet")
+        changed = {**cols, "x": [1.1]} if name == "symbol_rankings" else cols
+        if name == "latency_heatmap":
+            changed = {**cols, "bucket": [2]}
+        pl.DataFrame(changed).write_parquet(tmp_path / "pandas" / f"{name}.parquet")
+    report = analytics.compare(tmp_path / "engine", tmp_path / "pandas")
+    assert report["mart_hourly_liquidity"]["problems"] == []
+    assert "x: differs" in report["symbol_rankings"]["problems"][0]
+    assert "no match" in report["latency_heatmap"]["problems"][0]
