@@ -41,8 +41,9 @@ from decimal import Decimal, localcontext
 
 import polars as pl
 
+from sofia_pipelines.defs.audit.compute import tax_ledger
 from sofia_runtime.schemas import PROFIT_ATTRIBUTION
-from sofia_runtime.tax import Fill, TaxRule, net_pnl, rate_on
+from sofia_runtime.tax import TaxRule, net_pnl, rate_on
 
 ZERO = Decimal(0)
 PRICE_Q = Decimal("1e-8")
@@ -157,22 +158,8 @@ def day_marks(books: pl.DataFrame) -> pl.DataFrame:
 # --- profit tax allocation ------------------------------------------------------------------------------------
 def realized_by_fill(fills: pl.DataFrame, rules: list[TaxRule], rates: UsdRates) -> dict[tuple[str, str], Decimal]:
     """Realized P&L after fees and transaction tax (USDT) of each closing fill, keyed by (runtime, trade id): the
-    tax ledger of `sofia_runtime.tax.net_pnl` per runtime, with inventory a runtime sold before buying entering
-    at that sale's price (as audit.net_pnl does)."""
-    ledger: list[Fill] = []
-    held: dict[tuple[str, str], Decimal] = {}
-    for r in fills.sort("market_ts", "ts", "trade_id", nulls_last=True).iter_rows(named=True):
-        when = r["market_ts"] or r["ts"]
-        fill = Fill(r["runtime_id"], r["venue"], r["symbol"], r["side"], when, _dec(r["price"]), _dec(r["amount"]),
-                    _dec(r["fee"]), r["trade_id"])
-        key = (r["runtime_id"], r["symbol"])
-        pos = held.get(key, ZERO)
-        if fill.side == "sell" and ":" not in fill.symbol and pos < fill.amount:
-            ledger.append(Fill(fill.account, fill.venue, fill.symbol, "buy", when - timedelta(microseconds=1),
-                               fill.price, fill.amount - pos, ZERO, f"{fill.trade_id}:opening-inventory"))
-            pos = fill.amount
-        held[key] = pos + (fill.amount if fill.side == "buy" else -fill.amount)
-        ledger.append(fill)
+    tax ledger of `sofia_runtime.tax.net_pnl` per runtime, built as audit.net_pnl builds it (`tax_ledger`)."""
+    ledger = tax_ledger(fills)
     report = net_pnl(ledger, rules, rates.usd_try_at)
     return {(t.account, t.trade_id): t.in_usdt(t.gross - t.fees - t.transaction_tax) for t in report.trades}
 

@@ -109,18 +109,17 @@ def live_venue_record(venue: str, view: JournalView, env) -> VenueRecord:
 
 
 # --- net P&L ----------------------------------------------------------------------------------------------
-def net_pnl_frames(fills: pl.DataFrame, rules: list[TaxRule], usd_try: Callable[[datetime], Decimal]
-                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per runtime (the account): FIFO realized P&L, gross -> fees -> taxes -> net, by day and by quarter.
-    A fill is dated by its market time when it has one (the replayed day), else by when it was journaled.
-    Inventory a runtime sold that it did not buy first (it was on the venue when the runtime started) enters
-    the ledger as bought at that first sale's price: its earlier gain or loss is not the runtime's."""
+def tax_ledger(fills: pl.DataFrame) -> list[Fill]:
+    """The runtimes' fills (audit.fills) as the tax model's ledger, one account per runtime_id. A fill is dated by
+    its market time when it has one (the replayed day), else by when it was journaled. Inventory a runtime sold
+    that it did not buy first (it was on the venue when the runtime started) enters the ledger as bought at that
+    first sale's price: its earlier gain or loss is not the runtime's."""
     ledger: list[Fill] = []
     held: dict[tuple[str, str], Decimal] = {}
     for r in fills.sort("market_ts", "ts", "trade_id", nulls_last=True).iter_rows(named=True):
         when = r["market_ts"] or r["ts"]
-        fill = Fill(r["runtime_id"], r["venue"], r["symbol"], r["side"], when, Decimal(r["price"]),
-                    Decimal(r["amount"]), Decimal(r["fee"]), r["trade_id"])
+        fill = Fill(r["runtime_id"], r["venue"], r["symbol"], r["side"], when, _decimal(r["price"]),
+                    _decimal(r["amount"]), _decimal(r["fee"]), r["trade_id"])
         key = (r["runtime_id"], r["symbol"])
         pos = held.get(key, Decimal(0))
         if fill.side == "sell" and ":" not in fill.symbol and pos < fill.amount:
@@ -129,6 +128,18 @@ def net_pnl_frames(fills: pl.DataFrame, rules: list[TaxRule], usd_try: Callable[
             pos = fill.amount
         held[key] = pos + (fill.amount if fill.side == "buy" else -fill.amount)
         ledger.append(fill)
+    return ledger
+
+
+def _decimal(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def net_pnl_frames(fills: pl.DataFrame, rules: list[TaxRule], usd_try: Callable[[datetime], Decimal]
+                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per runtime (the account): FIFO realized P&L of `tax_ledger`, gross -> fees -> taxes -> net, by day and
+    by quarter."""
+    ledger = tax_ledger(fills)
     report = net_pnl(ledger, rules, usd_try)
     days = pl.DataFrame(report.days, schema_overrides={"day": pl.Date}) if report.days else NET_PNL_DAYS.empty()
     quarters = pl.DataFrame(report.quarters) if report.quarters else NET_PNL_QUARTERS.empty()
