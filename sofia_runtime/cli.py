@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
 
     overrides = {"strategy": args.strategy, "mode": args.mode, "venue": args.venue, "duration_s": args.duration,
                  "speed": args.speed, "port": args.port, "runtime_id": args.runtime_id, "slot": args.slot,
-                 "deployment": args.deployment, "source": args.source}
+                 "deployment": args.deployment, "source": args.source, "market_data": args.market_data}
     try:
         cfg = load_config(Path(args.config) if args.config else None, **overrides)
         if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
@@ -107,7 +107,8 @@ def cmd_status(args) -> int:
             continue
         paused = f"[red]PAUSED[/red] {st['pause_reason']}" if st["paused"] else "[green]trading[/green]"
         console.print(f"[bold]{st['runtime_id']}[/bold] {st['strategy']} {st['mode']} - {paused} - snapshot "
-                      f"{st['snapshot_id']} - market time {st['market_time']} - up {st['uptime_s']:.0f} s")
+                      f"{st['snapshot_id']} - market data {st.get('market_data')} - market time {st['market_time']} - "
+                      f"up {st['uptime_s']:.0f} s")
         pnl = st["pnl"]
         console.print(f"  P&L net {pnl['net_usd']:.2f} USD (gross {pnl['gross_usd']:.2f}, fees {pnl['fees_usd']:.2f}, "
                       f"today {pnl['today_usd']:.2f})   " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=float, help="replay speed, market seconds per second; 0 = as fast as possible")
     run.add_argument("--source", choices=["replay", "simulator"],
                      help="paper market data: the snapshot's day replayed (default) or the simulator in real time")
+    run.add_argument("--market-data", choices=["auto", "websocket", "polling"],
+                     help="live market data: the venue's websocket stream where ccxt has one, polling the REST order "
+                          "book while it is down (auto, default); or only one of them")
     run.add_argument("--port", type=int, help="health and metrics port (default 8000; 0 = any free port)")
     run.add_argument("--order", help='router: the parent order, e.g. "buy 0.5 BTC/USDT"')
     run.add_argument("--runtime-id", help="journal and lock name (default <strategy>-<mode>)")

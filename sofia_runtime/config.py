@@ -104,7 +104,13 @@ class RuntimeConfig(BaseSettings):
     mm_lite: MmLiteConfig = MmLiteConfig()
     funding_farmer: FundingFarmerConfig = FundingFarmerConfig()
     router: RouterConfig = RouterConfig()
+    market_data: Literal["auto", "websocket", "polling"] = Field(
+        "auto", description="live: the venue's websocket stream (ccxt.pro) where ccxt has one, polling the REST order "
+                            "book otherwise and while the stream is down (auto); or only one of them")
+    stream_retry_s: float = Field(30.0, gt=0, description="live, auto: seconds of polling before trying the stream again")
     venue_urls: dict[str, str] = Field(default_factory=dict, description="live: REST base URL per venue (testing)")
+    venue_ws_urls: dict[str, str] = Field(default_factory=dict,
+                                          description="live: websocket base URL per venue (testing)")
 
     @field_validator("runtime_id")
     @classmethod

@@ -103,6 +103,7 @@ class Engine:
         self.last_market_ms = 0
         self.stopping = asyncio.Event()
         self.venue_error: str | None = None
+        self.market_data: str | None = None  # live: "websocket" or "polling", whichever feeds the books now
         self.snapshot_error: str | None = None
         self._pending_balance: list[Execution] = []
         self.instruments: set[tuple[str, str]] = set()
@@ -796,6 +797,7 @@ class Engine:
         return {
             "runtime_id": self.runtime_id, "mode": self.cfg.mode, "strategy": self.strategy.name, "role": self.role,
             "snapshot_id": self.snapshot.snapshot_id, "snapshot_error": self.snapshot_error,
+            "market_data": self.market_data or (self.cfg.source if self.cfg.mode == "paper" else None),
             "paused": self.state.paused, "pause_reason": self.state.pause_reason,
             "market_time": iso_ms(self.now_ms) if self.now_ms else None,
             "uptime_s": round(time.monotonic() - self.started_wall, 3),

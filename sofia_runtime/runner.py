@@ -56,11 +56,13 @@ def check_can_start(cfg: RuntimeConfig, env=os.environ) -> None:
     if cfg.strategy == "mm_lite":
         raise RefusedToStart("mm_lite is a paper-only strategy (a maker-only scalper for testing the stack); "
                              "it refuses --mode live. Run it with --mode paper.")
-    from sofia_runtime.exchange.live import live_preconditions
+    from sofia_runtime.exchange.live import live_preconditions, stream_method_for
 
     missing = live_preconditions(cfg.mode, cfg.allow_live, env, cfg.venue or "")
     if not cfg.venue:
         missing.insert(0, "--venue is not given (live trades on one named venue)")
+    if cfg.market_data == "websocket" and cfg.venue and stream_method_for(cfg.venue) is None:
+        missing.append(f"market_data is websocket but ccxt has no websocket order book stream for {cfg.venue}")
     if missing:
         raise RefusedToStart("live trading refused: " + "; ".join(missing))
 
@@ -224,7 +226,11 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             from sofia_runtime.exchange.live import live_events
 
             tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
-            events = live_events(venues[cfg.venue], sorted(s for v, s in instruments if v == cfg.venue), books, engine)
+            symbols = sorted(s for v, s in instruments if v == cfg.venue)
+            events = live_events(venues[cfg.venue], symbols, books, engine, cfg.market_data,
+                                 stream_retry_s=cfg.stream_retry_s)
+            announce(f"runtime {runtime_id}: {cfg.strategy} in live mode on {cfg.venue}, {len(symbols)} symbols, "
+                     f"market data: {cfg.market_data}; health on http://127.0.0.1:{port}/api/health")
         elif cfg.source == "simulator":  # today's simulated market from now on, in real time
             now_ms = int(time.time() * 1000)
             start = feed.position_after(max(engine.last_market_ms, now_ms))
@@ -313,7 +319,8 @@ def _plain_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: 
 
         key, secret = keys_from_env(cfg.venue, os.environ)
         # the engine re-sends after a lookup by client order id (create_order_once); the adapter sends once
-        return {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue), retries=0)}
+        return {cfg.venue: LiveVenue(cfg.venue, key, secret, base_url=cfg.venue_urls.get(cfg.venue),
+                                     ws_url=cfg.venue_ws_urls.get(cfg.venue), retries=0)}
     return build_paper_venues(cfg, snapshot, books, lambda: engine.now_ms)
 
 

@@ -6,16 +6,22 @@ binance documents as "execution status unknown") and, before sending again, asks
 reached it, so an order is never placed twice. Rejections (InvalidOrder, InsufficientFunds ...) are never retried.
 ccxt's errors are mapped to base.py's. API keys live only inside the ccxt exchange object: they are scrubbed
 from every message and log line this module emits. ccxt is imported lazily so paper mode starts fast.
+
+Market data (`live_events`) comes from ccxt.pro's websocket streams where ccxt supports them for the venue (best bid
+and ask, else the order book), and from polling the REST order book otherwise or while the stream is down. The
+stream uses a second, keyless ccxt.pro object: public data needs no keys, so none can reach its logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import logging
 import re
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import aclosing
 from urllib.parse import urlsplit
 
 from sofia_runtime.exchange import base
@@ -55,6 +61,16 @@ def live_preconditions(mode: str, allow_live: bool, env: Mapping[str, str], venu
     return missing
 
 
+def stream_method_for(exchange_id: str) -> str | None:
+    """The ccxt.pro method that streams the venue's best bid and ask, or None when ccxt has no websocket support."""
+    import ccxt.pro
+
+    cls = getattr(ccxt.pro, exchange_id, None)
+    has = cls().has if cls is not None else {}
+    return next((m for m, key in (("watch_bids_asks", "watchBidsAsks"), ("watch_order_book", "watchOrderBook"))
+                 if has.get(key)), None)
+
+
 def keys_from_env(venue: str, env: Mapping[str, str]) -> tuple[str, str]:
     names = env_names(venue)
     unset = [n for n in names if not env.get(n)]
@@ -64,10 +80,19 @@ def keys_from_env(venue: str, env: Mapping[str, str]) -> tuple[str, str]:
 
 
 def _rebase(api, base_url: str):
-    """Every REST url of ccxt's urls['api'] (a string or nested dicts) moved to base_url, paths kept."""
+    """Every url of a ccxt urls['api'] tree (a string or nested dicts) moved to base_url, paths kept."""
     if isinstance(api, str):
         return base_url.rstrip("/") + urlsplit(api).path
     return {k: _rebase(v, base_url) for k, v in api.items()}
+
+
+def _rebased_urls(api: dict, base_url: str | None, ws_url: str | None) -> dict:
+    """ccxt's urls['api'] with REST urls moved to base_url and websocket urls (the 'ws' tree) to ws_url."""
+    rest = {k: v for k, v in api.items() if k != "ws"}
+    out = _rebase(rest, base_url) if base_url is not None else rest
+    if "ws" in api:
+        out["ws"] = _rebase(api["ws"], ws_url) if ws_url is not None else api["ws"]
+    return out
 
 
 class _RedactingLogger:
@@ -96,22 +121,22 @@ class _RedactingLogger:
 class LiveVenue:
     def __init__(self, name: str, api_key: str, secret: str, urls: dict | None = None, retries: int = 3,
                  backoff_s: float = 0.2, options: dict | None = None, base_url: str | None = None,
-                 timeout_s: float = 10.0, rate_limit_ms: float | None = None):
+                 timeout_s: float = 10.0, rate_limit_ms: float | None = None, ws_url: str | None = None):
         import ccxt.async_support as ccxt_async
 
         self._ccxt = ccxt_async
         self.name = name
         self.retries, self.backoff_s = retries, backoff_s
+        self._options = {**_DEFAULT_OPTIONS.get(name, {}), **(options or {})}
         self._ex = getattr(ccxt_async, name)({
             "apiKey": api_key, "secret": secret, "enableRateLimit": True, "timeout": int(timeout_s * 1000),
-            "options": {**_DEFAULT_OPTIONS.get(name, {}), **(options or {})},
+            "options": self._options,
             "logger": _RedactingLogger(logging.getLogger(f"{__name__}.ccxt"), self._scrub),
             # ms per unit of request weight; None keeps ccxt's figure for the venue
             **({"rateLimit": rate_limit_ms} if rate_limit_ms is not None else {}),
         })
-        api = self._ex.urls["api"]
-        if base_url is not None:
-            api = _rebase(api, base_url)
+        self._base_url, self._ws_url, self._stream = base_url, ws_url, None
+        api = _rebased_urls(self._ex.urls["api"], base_url, None)
         if urls:
             api = {**api, **urls}
         self._ex.urls = {**self._ex.urls, "api": api}
@@ -243,20 +268,95 @@ class LiveVenue:
         return out
 
     async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
         await self._ex.close()
 
     async def fetch_order_book(self, symbol: str, limit: int = 5) -> dict:
         return await self._call("fetch_order_book", symbol, limit)
 
+    # ---- websocket market data
+    def stream_method(self) -> str | None:
+        """How this venue's books stream (stream_method_for), or None. A venue whose REST url was moved
+        elsewhere (a test server, a proxy) streams only with its own websocket url: never the real venue's."""
+        if self._base_url is not None and self._ws_url is None:
+            return None
+        return stream_method_for(self._ex.id)
 
-async def live_events(venue: LiveVenue, symbols: list[str], books, engine, trades_every_s: float = 1.0):
-    """Market data for live mode: the venue's order books polled in turn (ccxt paces the requests to the venue's
-    rate limit), and this runtime's trades polled every `trades_every_s`. A failing venue is reported on
-    /api/health and retried with backoff; the engine's stale-data guard blocks orders meanwhile."""
+    def _streamer(self):
+        if self._stream is None:
+            import ccxt.pro
+
+            ex = getattr(ccxt.pro, self._ex.id)({"enableRateLimit": True, "timeout": self._ex.timeout,
+                                                  "options": copy.deepcopy(self._options)})
+            ex.urls = {**ex.urls, "api": _rebased_urls(ex.urls["api"], self._base_url, self._ws_url)}
+            if self._ex.markets:  # the REST object has loaded them: no second exchangeInfo request
+                ex.set_markets(self._ex.markets, self._ex.currencies)
+            self._stream = ex
+        return self._stream
+
+    async def watch_best(self, symbol: str) -> dict | None:
+        """The symbol's top of book once the venue's websocket stream has a new one, as {symbol, timestamp, bid, ask,
+        bid_size, ask_size} (None while its book is empty). Connection failures raise base.NetworkError."""
+        ex, method = self._streamer(), self.stream_method()
+        try:
+            if method == "watch_bids_asks":
+                await ex.watch_bids_asks([symbol])
+                # the latest: messages that arrived after the one that woke us are in ccxt's cache
+                t = ex.bidsasks[symbol]
+                return {"symbol": symbol, "timestamp": t.get("timestamp"), "bid": t.get("bid"), "ask": t.get("ask"),
+                        "bid_size": t.get("bidVolume"), "ask_size": t.get("askVolume")}
+            ob = await ex.watch_order_book(symbol)
+            if not ob["bids"] or not ob["asks"]:
+                return None
+            return {"symbol": symbol, "timestamp": ob.get("timestamp"), "bid": ob["bids"][0][0],
+                    "ask": ob["asks"][0][0], "bid_size": ob["bids"][0][1], "ask_size": ob["asks"][0][1]}
+        except self._ccxt.BaseError as e:
+            raise self._map_error(e) from None
+
+
+STREAM_ERROR = "websocket stream: "
+
+
+async def live_events(venue: LiveVenue, symbols: list[str], books, engine, market_data: str = "auto",
+                      trades_every_s: float = 1.0, stream_retry_s: float = 30.0):
+    """Market data for live mode, as (BOOK, book) events; this runtime's trades are polled every `trades_every_s`.
+
+    market_data "websocket" streams the venue's best bid and ask through ccxt.pro, "polling" asks for the REST
+    order books in turn (ccxt paces the requests to the venue's rate limit), and "auto" streams where ccxt supports
+    it for the venue and polls while the stream is down, trying it again every `stream_retry_s`. A failing venue is
+    reported on /api/health and retried with backoff; the engine's stale-data guard blocks orders meanwhile."""
+    method = venue.stream_method() if market_data != "polling" else None
+    retry_stream_at = 0.0
+    while not engine.stopping.is_set():
+        if method is not None and time.monotonic() >= retry_stream_at:
+            engine.market_data, streamed = "websocket", 0
+            try:
+                async with aclosing(_streamed(venue, symbols, books, engine, trades_every_s)) as events:
+                    async for event in events:
+                        streamed += 1
+                        yield event
+            except base.NetworkError as exc:
+                engine._error("market_data", f"{venue.name} websocket stream: {exc}")
+                if streamed:  # it was working: reconnect at once (ccxt.pro connects again on the next watch)
+                    continue
+                if market_data == "websocket":
+                    engine.venue_error = f"{STREAM_ERROR}{exc}"
+                    await asyncio.sleep(min(stream_retry_s, 2.0))
+                    continue
+                retry_stream_at = time.monotonic() + stream_retry_s
+        engine.market_data = "polling"
+        until = retry_stream_at if method is not None else None
+        async with aclosing(_polled(venue, symbols, books, engine, trades_every_s, until)) as events:
+            async for event in events:
+                yield event
+
+
+async def _polled(venue: LiveVenue, symbols: list[str], books, engine, trades_every_s: float, until: float | None):
     from sofia_runtime.marketdata import BOOK
 
     last_trades, backoff = 0.0, 0.5
-    while not engine.stopping.is_set():
+    while not engine.stopping.is_set() and (until is None or time.monotonic() < until):
         try:
             for symbol in symbols:
                 ob = await venue.fetch_order_book(symbol)
@@ -275,3 +375,47 @@ async def live_events(venue: LiveVenue, symbols: list[str], books, engine, trade
             engine._error("venue", str(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)  # short: trading resumes soon after the venue does
+
+
+def _clear_venue_error(engine, stream: bool) -> None:
+    """Clear the venue error the stream (stream=True) or a REST call (False) has just proven outdated."""
+    if engine.venue_error and engine.venue_error.startswith(STREAM_ERROR) == stream:
+        engine.venue_error = None
+
+
+async def _streamed(venue: LiveVenue, symbols: list[str], books, engine, trades_every_s: float):
+    """Book events from the websocket stream until it fails (base.NetworkError). One watch per symbol: a watch over
+    several symbols would wake on whichever comes first and miss the others. A healthy watch is never cancelled,
+    only awaited with a timeout, so the trades poll keeps its pace."""
+    from sofia_runtime.marketdata import BOOK
+
+    watches: dict[asyncio.Future, str] = {}
+    last_trades = 0.0
+    try:
+        while not engine.stopping.is_set():
+            for symbol in set(symbols) - set(watches.values()):
+                watches[asyncio.ensure_future(venue.watch_best(symbol))] = symbol
+            wait = max(0.0, last_trades + trades_every_s - time.monotonic())
+            done, _ = await asyncio.wait(watches, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for watch in sorted(done, key=watches.get):
+                del watches[watch]
+                top = watch.result()  # raises the stream's failure
+                if top is None or not top["bid"] or not top["ask"]:
+                    continue
+                book = books.get(venue.name, top["symbol"])
+                # binance's spot best-bid-ask messages carry no time: they are as fresh as their arrival
+                book.update(top["timestamp"] or int(time.time() * 1000), top["bid"], top["ask"],
+                            top["bid_size"] or 0.0, top["ask_size"] or 0.0)
+                _clear_venue_error(engine, stream=True)
+                yield BOOK, book
+            if time.monotonic() - last_trades >= trades_every_s:
+                try:
+                    await venue.poll_trades(symbols)
+                    _clear_venue_error(engine, stream=False)
+                except base.ExchangeError as exc:  # REST trouble: the stream's books stay good
+                    engine.venue_error = str(exc)
+                    engine._error("venue", str(exc))
+                last_trades = time.monotonic()
+    finally:
+        for watch in watches:
+            watch.cancel()

@@ -1,18 +1,21 @@
 """A small Binance spot REST v3 server on 127.0.0.1 for testing the live adapter offline.
 
 It speaks just enough for ccxt's binance: exchangeInfo/time/bookTicker/depth, and signed order/openOrders/
-account/myTrades calls whose HMAC-SHA256 signatures it verifies. Orders and trades are kept server-side: a
+account/myTrades calls whose HMAC-SHA256 signatures it verifies; `start_stream()` adds the websocket market
+stream (SUBSCRIBE to `<symbol>@bookTicker`, then a best bid/ask message per symbol every `stream_interval_s`),
+which ccxt.pro's watch_bids_asks reads. Orders and trades are kept server-side: a
 market order (or a limit order that crosses) fills at once against a fixed book, other limit orders rest until
 `fill_resting`. Faults for tests: `drop_next` (optionally after processing: the order exists but the client gets
 no response) and `fail_next` (an HTTP error such as 429/503 before processing).
 
-    with running_fake_binance() as server: ...      # in-process, background thread
-    python tests/runtime/fake_binance.py --port 8765 [--key K --secret S]
+    with running_fake_binance(stream=True) as server: ...      # in-process, background threads
+    python tests/runtime/fake_binance.py --port 8765 [--ws-port 8766] [--key K --secret S]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -88,6 +91,16 @@ class FakeBinance:
         self._ids = itertools.count(1001)
         self._trade_ids = itertools.count(5001)
         self.httpd: ThreadingHTTPServer | None = None
+        self.books = {s: (list(bids), list(asks)) for s, (bids, asks) in BOOKS.items()}
+        # the websocket market stream
+        self.stream_interval_s = 0.05
+        self.stream_refused = False  # answer websocket upgrades with 503
+        self.stream_connections = 0
+        self.stream_subscriptions: list[str] = []
+        self.stream_messages = 0
+        self._stream_loop: asyncio.AbstractEventLoop | None = None
+        self._stream_sockets: set = set()
+        self._stream_port = 0
 
     # ---- test helpers
     @property
@@ -106,6 +119,18 @@ class FakeBinance:
         with self.lock:
             self._faults.append({"path": path, "method": method, "drop": False, "status": status, "code": code,
                                  "msg": msg, "times": times})
+
+    def set_top(self, symbol: str, bid: Decimal | str, ask: Decimal | str) -> None:
+        """Move the book: best bid and ask to these prices, the levels behind them one tick further each."""
+        with self.lock:
+            (_, bq), (_, aq) = self.books[symbol][0][0], self.books[symbol][1][0]
+            bid, ask = D(bid), D(ask)
+            self.books[symbol] = ([(bid, bq), (bid - TICK, bq * 2)], [(ask, aq), (ask + TICK, aq * 2)])
+
+    def drop_streams(self) -> None:
+        """Close every websocket connection, as a venue does on maintenance."""
+        if self._stream_loop is not None:
+            asyncio.run_coroutine_threadsafe(self._close_streams(), self._stream_loop).result(5)
 
     def count(self, method: str, path: str) -> int:
         with self.lock:
@@ -160,7 +185,7 @@ class FakeBinance:
             if not p.get(name):
                 raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
         symbol, side, type_ = p["symbol"], p["side"], p["type"]
-        if symbol not in BOOKS:
+        if symbol not in self.books:
             raise ApiError(400, -1121, "Invalid symbol.")
         if type_ not in ("LIMIT", "LIMIT_MAKER", "MARKET") or side not in ("BUY", "SELL"):
             raise ApiError(400, -1116, "Invalid orderType.")
@@ -173,7 +198,7 @@ class FakeBinance:
             raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
         if price is not None and (price <= 0 or price % TICK):
             raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
-        bids, asks = BOOKS[symbol]
+        bids, asks = self.books[symbol]
         best = asks[0][0] if side == "BUY" else bids[0][0]
         if (price or best) * qty < MIN_NOTIONAL:
             raise ApiError(400, -1013, "Filter failure: NOTIONAL")
@@ -239,7 +264,7 @@ class FakeBinance:
             "/api/v3/ping": lambda: {},
             "/api/v3/time": lambda: {"serverTime": _ms()},
             "/api/v3/exchangeInfo": lambda: {"timezone": "UTC", "serverTime": _ms(), "rateLimits": [],
-                                             "exchangeFilters": [], "symbols": [_symbol_info(s) for s in BOOKS]},
+                                             "exchangeFilters": [], "symbols": [_symbol_info(s) for s in self.books]},
             "/api/v3/ticker/bookTicker": lambda: self._book_ticker(p.get("symbol")),
             "/api/v3/depth": lambda: self._depth(p.get("symbol")),
         }
@@ -255,16 +280,16 @@ class FakeBinance:
 
     def _book_ticker(self, symbol: str | None):
         def one(s):
-            (bid, bq), (ask, aq) = BOOKS[s][0][0], BOOKS[s][1][0]
+            (bid, bq), (ask, aq) = self.books[s][0][0], self.books[s][1][0]
             return {"symbol": s, "bidPrice": _s(bid), "bidQty": _s(bq), "askPrice": _s(ask), "askQty": _s(aq)}
-        if symbol is not None and symbol not in BOOKS:
+        if symbol is not None and symbol not in self.books:
             raise ApiError(400, -1121, "Invalid symbol.")
-        return one(symbol) if symbol else [one(s) for s in BOOKS]
+        return one(symbol) if symbol else [one(s) for s in self.books]
 
     def _depth(self, symbol: str | None):
-        if symbol not in BOOKS:
+        if symbol not in self.books:
             raise ApiError(400, -1121, "Invalid symbol.")
-        bids, asks = BOOKS[symbol]
+        bids, asks = self.books[symbol]
         return {"lastUpdateId": 1, "bids": [[_s(p), _s(q)] for p, q in bids], "asks": [[_s(p), _s(q)] for p, q in asks]}
 
     def _cancel(self, p: dict) -> dict:
@@ -357,7 +382,86 @@ class FakeBinance:
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="fake-binance", daemon=True).start()
         return self
 
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self._stream_port}"  # a base url: ccxt keeps its paths (/ws/...)
+
+    def start_stream(self, port: int = 0) -> "FakeBinance":
+        """Serve the websocket market stream on 127.0.0.1 (aiohttp, its own thread and event loop)."""
+        from aiohttp import web
+
+        ready = threading.Event()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/ws", self._stream_handler)
+            app.router.add_get("/ws/{stream}", self._stream_handler)
+            self._stream_runner = web.AppRunner(app)
+            await self._stream_runner.setup()
+            site = web.TCPSite(self._stream_runner, "127.0.0.1", port)
+            await site.start()
+            self._stream_port = site._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run() -> None:
+            self._stream_loop = asyncio.new_event_loop()
+            self._stream_loop.run_until_complete(serve())
+            self._stream_loop.run_forever()
+
+        threading.Thread(target=run, name="fake-binance-stream", daemon=True).start()
+        ready.wait(10)
+        return self
+
+    async def _stream_handler(self, request):
+        from aiohttp import WSMsgType, web
+
+        if self.stream_refused:
+            return web.Response(status=503, text="stream unavailable")
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self.stream_connections += 1
+        self._stream_sockets.add(ws)
+        symbols: set[str] = set()
+
+        async def push() -> None:
+            update_id = itertools.count(1)
+            while not ws.closed:
+                for symbol in sorted(symbols):
+                    with self.lock:
+                        (bid, bq), (ask, aq) = self.books[symbol][0][0], self.books[symbol][1][0]
+                    await ws.send_str(json.dumps({"u": next(update_id), "s": symbol, "b": _s(bid), "B": _s(bq),
+                                                  "a": _s(ask), "A": _s(aq)}))
+                    self.stream_messages += 1
+                await asyncio.sleep(self.stream_interval_s)
+
+        pusher = asyncio.create_task(push())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                request_ = json.loads(msg.data)
+                if request_.get("method") == "SUBSCRIBE":
+                    for stream in request_.get("params", []):
+                        name, _, channel = stream.partition("@")
+                        if channel == "bookTicker" and name.upper() in self.books:
+                            symbols.add(name.upper())
+                            self.stream_subscriptions.append(stream)
+                await ws.send_str(json.dumps({"result": None, "id": request_.get("id")}))
+        finally:
+            pusher.cancel()
+            self._stream_sockets.discard(ws)
+        return ws
+
+    async def _close_streams(self) -> None:
+        for ws in list(self._stream_sockets):
+            await ws.close()
+
     def stop(self) -> None:
+        if self._stream_loop is not None:
+            loop, self._stream_loop = self._stream_loop, None
+            asyncio.run_coroutine_threadsafe(self._close_streams(), loop).result(5)
+            asyncio.run_coroutine_threadsafe(self._stream_runner.cleanup(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -365,8 +469,10 @@ class FakeBinance:
 
 
 @contextmanager
-def running_fake_binance(key: str = KEY, secret: str = SECRET, port: int = 0):
+def running_fake_binance(key: str = KEY, secret: str = SECRET, port: int = 0, stream: bool = False):
     server = FakeBinance(key, secret).start(port)
+    if stream:
+        server.start_stream()
     try:
         yield server
     finally:
@@ -378,9 +484,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--key", default=KEY)
     ap.add_argument("--secret", default=SECRET)
+    ap.add_argument("--ws-port", type=int, default=None, help="also serve the websocket market stream on this port")
     args = ap.parse_args(argv)
     server = FakeBinance(args.key, args.secret).start(args.port)
     print(f"fake binance listening on {server.base_url}", flush=True)
+    if args.ws_port is not None:
+        server.start_stream(args.ws_port)
+        print(f"fake binance market stream on {server.stream_url}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -15,7 +15,9 @@ import pytest
 
 from fake_binance import running_fake_binance
 from sofia_runtime.exchange import base
-from sofia_runtime.exchange.live import AuthenticationError, LiveVenue, keys_from_env, live_preconditions
+from sofia_runtime.exchange.live import (AuthenticationError, LiveVenue, keys_from_env, live_events,
+                                         live_preconditions, stream_method_for)
+from sofia_runtime.marketdata import Books
 
 KEY, SECRET = "KEY-7f3a9c1e5b", "SECRET-d41d8cd98f00b204"
 BTC = "BTC/USDT"
@@ -23,7 +25,7 @@ BTC = "BTC/USDT"
 
 @pytest.fixture
 def fake():
-    with running_fake_binance(KEY, SECRET) as server:
+    with running_fake_binance(KEY, SECRET, stream=True) as server:
         yield server
 
 
@@ -33,8 +35,11 @@ def run(fake, body, key=KEY, secret=SECRET, **kw):
     kw = {"backoff_s": 0.01, "rate_limit_ms": 5, **kw}
 
     async def main():
-        venue = LiveVenue.for_local_server("binance", fake.base_url, key, secret, **kw)
+        venue = LiveVenue.for_local_server("binance", fake.base_url, key, secret,
+                                           ws_url=getattr(fake, "stream_url", None), **kw)
         venue._ex.timeout_on_exit = 0  # ccxt sleeps 250 ms on close to let TLS sockets wind down: none here
+        if venue._ws_url:
+            venue._streamer().timeout_on_exit = 0
         try:
             return await body(venue)
         finally:
@@ -203,6 +208,120 @@ def test_requests_are_paced_by_the_rate_limiter(fake):
         return time.monotonic() - t
 
     assert run(fake, body, rate_limit_ms=25) >= 0.09  # waited for the 4 x 25 ms of the previous call
+
+
+# --- market data over the websocket stream ---------------------------------------------------------------------------
+
+def test_best_bid_and_ask_stream_over_the_websocket_and_follow_the_book(fake):
+    async def body(v):
+        assert v.stream_method() == "watch_bids_asks"
+        first = await v.watch_best(BTC)
+        fake.set_top("BTCUSDT", "61000.00", "61000.50")
+        for _ in range(50):  # the next pushes carry the moved book
+            moved = await v.watch_best(BTC)
+            if moved["bid"] == 61000.0:
+                break
+        return first, moved, await v.watch_best("ETH/USDT")
+
+    first, moved, eth = run(fake, body)
+    assert (first["bid"], first["ask"], first["bid_size"], first["ask_size"]) == (60000.0, 60001.0, 2.0, 2.0)
+    assert (moved["bid"], moved["ask"]) == (61000.0, 61000.5)
+    assert (eth["symbol"], eth["bid"], eth["ask"]) == ("ETH/USDT", 3000.0, 3000.5)
+    assert sorted(fake.stream_subscriptions) == ["btcusdt@bookTicker", "ethusdt@bookTicker"]
+    assert fake.count("GET", "/api/v3/depth") == 0  # nothing polled
+    assert fake.count("GET", "/api/v3/exchangeInfo") == 1  # the stream reuses the REST side's markets
+
+
+class _Engine:
+    """What live_events reads and writes on the engine."""
+
+    def __init__(self):
+        self.stopping, self.venue_error, self.market_data, self.errors = asyncio.Event(), None, None, []
+
+    def _error(self, kind, message):
+        self.errors.append((kind, message))
+
+
+def _follow(fake, market_data, script, seconds=8.0, **kw):
+    """Run live_events for BTC and ETH; script(n, engine) is called at each event. Returns (engine, [(mode, symbol,
+    bid)] per event)."""
+    async def body(v):
+        engine, seen = _Engine(), []
+        await v.fetch_balance()
+        t = time.monotonic()
+        async for _, book in live_events(v, [BTC, "ETH/USDT"], Books(), engine, market_data, **kw):
+            seen.append((engine.market_data, book.symbol, book.bid))
+            if script(len(seen), engine) or time.monotonic() - t > seconds:
+                break
+        return engine, seen
+    return run(fake, body)
+
+
+def test_live_market_data_streams_and_reconnects_after_the_venue_drops_the_connection(fake):
+    def script(n, engine):
+        if n == 20:
+            fake.drop_streams()
+        return n >= 60
+
+    engine, seen = _follow(fake, "auto", script)
+    assert len(seen) == 60 and {mode for mode, _, _ in seen} == {"websocket"}
+    assert {symbol for _, symbol, _ in seen} == {BTC, "ETH/USDT"}  # one symbol never starves the other
+    # ccxt gives each subscription its own connection (binance allows 50 per client): two, then two again
+    assert fake.stream_connections == 4 and fake.count("GET", "/api/v3/depth") == 0
+    assert [kind for kind, _ in engine.errors] == ["market_data"]
+    assert "Connection closed" in engine.errors[0][1] and engine.venue_error is None
+
+
+def test_live_market_data_polls_while_the_stream_is_refused_and_returns_to_it(fake):
+    fake.stream_refused = True
+    polled_at = []
+
+    def script(n, engine):
+        if engine.market_data == "polling" and not polled_at:
+            polled_at.append(n)
+            fake.stream_refused = False  # the stream comes back; auto tries it again after stream_retry_s
+        return engine.market_data == "websocket" and n > 10
+
+    engine, seen = _follow(fake, "auto", script, stream_retry_s=0.5)
+    modes = [mode for mode, _, _ in seen]
+    assert modes[0] == "polling" and modes[-1] == "websocket"
+    assert fake.count("GET", "/api/v3/depth") >= 2 and fake.stream_connections == 2
+    assert engine.errors and all(kind == "market_data" and "503" in msg for kind, msg in engine.errors)
+    assert engine.venue_error is None  # polling kept the books fresh: the venue counts as reachable
+
+
+def test_websocket_only_market_data_reports_the_venue_unreachable_instead_of_polling(fake):
+    fake.stream_refused = True
+
+    async def body(v):
+        engine = _Engine()
+        events = live_events(v, [BTC], Books(), engine, "websocket", stream_retry_s=0.2)
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1.0)
+        assert not pending.done() and engine.venue_error.startswith("websocket stream: ")
+        fake.stream_refused = False
+        await asyncio.wait_for(pending, 5)
+        await events.aclose()
+        return engine
+
+    engine = run(fake, body)
+    assert engine.venue_error is None and fake.count("GET", "/api/v3/depth") == 0
+
+
+def test_polling_market_data_never_opens_the_stream(fake):
+    engine, seen = _follow(fake, "polling", lambda n, e: n >= 4)
+    assert [mode for mode, _, _ in seen] == ["polling"] * 4 and fake.stream_connections == 0
+    assert fake.count("GET", "/api/v3/depth") == 4
+
+
+def test_venues_without_websocket_support_in_ccxt_are_polled():
+    assert stream_method_for("binance") == "watch_bids_asks"
+    assert stream_method_for("bitstamp") == "watch_order_book"  # no best-bid-ask stream: the order book's top
+    assert stream_method_for("btcturk") is None  # REST only in ccxt
+    # REST moved to a local server without a websocket url: never stream the real venue's books next to it
+    assert LiveVenue("binance", KEY, SECRET, base_url="http://127.0.0.1:9").stream_method() is None
+    assert LiveVenue("binance", KEY, SECRET, base_url="http://127.0.0.1:9",
+                     ws_url="ws://127.0.0.1:9").stream_method() == "watch_bids_asks"
 
 
 def test_live_preconditions_name_every_missing_condition():

@@ -126,6 +126,15 @@ def test_check_can_start_in_process():
     with pytest.raises(RefusedToStart) as err:
         check_can_start(load_config(None, strategy="router", mode="live", venue="binance"), env=KEYS)
     assert str(err.value) == "live trading refused: allow_live is false in the configuration"
+    # websocket-only market data on a venue ccxt streams nothing for (btcturk: REST only) is refused up front
+    with pytest.raises(RefusedToStart) as err:
+        check_can_start(load_config(None, strategy="router", mode="live", venue="btcturk", allow_live=True,
+                                    market_data="websocket"), env={"SOFIA_BTCTURK_API_KEY": "k",
+                                                                   "SOFIA_BTCTURK_SECRET": "s"})
+    assert str(err.value) == ("live trading refused: market_data is websocket but ccxt has no websocket order book "
+                              "stream for btcturk")
+    check_can_start(load_config(None, strategy="router", mode="live", venue="binance", allow_live=True,
+                                market_data="websocket"), env=KEYS)
 
 
 # --- configuration: precedence and errors ------------------------------------------------------------------------

@@ -143,12 +143,12 @@ def test_status_metrics_and_the_status_command(runtime_data: RuntimeData):
         shown = runtime_data.cli("status", env=runtime_data.env(COLUMNS="200"))
         assert shown.returncode == 0, shown.stderr
         text = " ".join(shown.stdout.split())
-        assert f"{rid} mm_lite paper - trading - snapshot {runtime_data.snapshot_id}" in text
+        assert f"{rid} mm_lite paper - trading - snapshot {runtime_data.snapshot_id} - market data replay" in text
         assert "P&L net" in text and "decisions" in text and "fills" in text
         assert "positions" in text and "open orders" in text and "client_order_id" in text
         assert any(o["client_order_id"] in text for o in st["open_orders"] + status(port)["open_orders"])
         as_json = json.loads(runtime_data.cli("status", "--runtime-id", rid, "--json").stdout)
-        assert as_json["runtime_id"] == rid and as_json["strategy"] == "mm_lite"
+        assert as_json["runtime_id"] == rid and as_json["strategy"] == "mm_lite" and as_json["market_data"] == "replay"
     finally:
         out, err = stop(proc)
     assert proc.returncode == 0, err
@@ -345,13 +345,18 @@ def test_sigkill_and_restart_duplicate_nothing_and_lose_nothing(runtime_data: Ru
 KEY, SECRET = "KEY-e2e-8c2d41f0aa", "SECRET-e2e-73be9901c5d2"
 
 
-@pytest.mark.parametrize("child_usd, children", [(5000.0, [0.002]), (50.0, [0.00083, 0.00083, 0.00034])])
-def test_live_router_end_to_end_against_the_fake_binance(runtime_data: RuntimeData, child_usd, children):
+@pytest.mark.parametrize("child_usd, children, stream_up", [(5000.0, [0.002], True),
+                                                            (50.0, [0.00083, 0.00083, 0.00034], True),
+                                                            (5000.0, [0.002], False)])
+def test_live_router_end_to_end_against_the_fake_binance(runtime_data: RuntimeData, child_usd, children, stream_up):
     """The parent in one child (120 USD), and in three children of at most 50 USD each: the next child goes out
-    only once the previous one is filled and closed."""
-    with running_fake_binance(KEY, SECRET) as fake:
+    only once the previous one is filled and closed. Books come from the websocket stream, or, while the venue
+    refuses it, from polling."""
+    with running_fake_binance(KEY, SECRET, stream=True) as fake:
+        fake.stream_refused = not stream_up
         (runtime_data.dir / "runtime.yaml").write_text(yaml.safe_dump(
-            {"allow_live": True, "venue_urls": {"binance": fake.base_url}, "router": {"child_usd": child_usd}}))
+            {"allow_live": True, "venue_urls": {"binance": fake.base_url}, "venue_ws_urls": {"binance": fake.stream_url},
+             "router": {"child_usd": child_usd}}))
         env = runtime_data.env(SOFIA_BINANCE_API_KEY=KEY, SOFIA_BINANCE_SECRET=SECRET)
         t0 = time.monotonic()
         proc = runtime_data.cli("run", "--strategy", "router", "--mode", "live", "--venue", "binance",
@@ -373,6 +378,12 @@ def test_live_router_end_to_end_against_the_fake_binance(runtime_data: RuntimeDa
         assert sorted(f["trade_id"] for f in fills) == sorted(str(t["id"]) for t in fake.trades)
         assert {f["client_order_id"] for f in fills} == {o["client_order_id"] for o in orders}
         assert [float(o["amount"]) for o in orders] == children
+        if stream_up:  # the books came from the websocket stream, never from polling
+            assert fake.stream_subscriptions == ["btcusdt@bookTicker"] and fake.count("GET", "/api/v3/depth") == 0
+        else:
+            assert fake.stream_subscriptions == [] and fake.count("GET", "/api/v3/depth") > 0
+            (error,) = [r["payload"] for r in records if r["kind"] == "error"]
+            assert error["kind"] == "market_data" and "binance websocket stream" in error["message"]
     # each child: order, ack, its fill, then closed, before the next child's decision
     kinds = [r["kind"] for r in records if r["kind"] in ("decision", "order", "order_ack", "fill", "order_closed")]
     assert kinds == ["decision", "order", "order_ack", "fill", "order_closed"] * len(children)
