@@ -75,26 +75,39 @@ class Decision:
     legs: list[dict] = field(default_factory=list)
 
 
+def _leg_terms(type_: str, price: float, amount: float, x: LegInputs, params: GateParams):
+    """(p_fill, distance in spreads, notional, adverse selection, fees, tax, slippage, cost of not filling) of one
+    leg, money in USD; None for a limit leg without a fill model or a spread."""
+    notional = price * amount * x.usd_per_quote
+    if type_ == "market":
+        p_leg, distance, adverse = 1.0, None, 0.0
+    else:
+        if x.fill_params is None or not (x.spread > 0):
+            return None
+        distance = abs(price - x.mid) / x.spread
+        p_leg = p_fill_scalar(x.fill_params, distance, x.vol, params.horizon_s)
+        adverse = notional * params.adverse_selection_bps / 1e4
+    miss = notional * params.miss_cost_bps / 1e4 if type_ == "limit" else 0.0
+    return (p_leg, distance, notional, adverse, notional * x.fee_rate, notional * x.tax_rate,
+            x.slippage_quote * x.usd_per_quote, miss)
+
+
 def evaluate(intent: Intent, inputs: list[LegInputs], params: GateParams, detail: bool = True) -> Decision:
     """The decision; `detail=False` (a strategy comparing candidates) leaves out the per-leg inputs and the reason."""
     p, fees, tax, slippage, miss, edge = 1.0, 0.0, 0.0, 0.0, 0.0, intent.edge_usd
     legs = []
     for leg, x in zip(intent.legs, inputs, strict=True):
         price = leg.price if leg.price is not None else x.mid
-        notional = price * leg.amount * x.usd_per_quote
-        if leg.type == "market":
-            p_leg, distance = 1.0, None
-        else:
-            if x.fill_params is None or not (x.spread > 0):
-                return _reject(intent, inputs, f"no fill model or spread for {leg.venue} {leg.symbol} {leg.side}")
-            distance = abs(price - x.mid) / x.spread
-            p_leg = p_fill_scalar(x.fill_params, distance, x.vol, params.horizon_s)
-            edge -= notional * params.adverse_selection_bps / 1e4
+        terms = _leg_terms(leg.type, price, leg.amount, x, params)
+        if terms is None:
+            return _reject(intent, inputs, f"no fill model or spread for {leg.venue} {leg.symbol} {leg.side}")
+        p_leg, distance, notional, adverse, leg_fees, leg_tax, leg_slippage, leg_miss = terms
         p *= p_leg
-        fees += notional * x.fee_rate
-        tax += notional * x.tax_rate
-        slippage += x.slippage_quote * x.usd_per_quote
-        miss += notional * params.miss_cost_bps / 1e4 if leg.type == "limit" else 0.0
+        edge -= adverse
+        fees += leg_fees
+        tax += leg_tax
+        slippage += leg_slippage
+        miss += leg_miss
         if detail:
             legs.append({"venue": leg.venue, "symbol": leg.symbol, "side": leg.side, "type": leg.type,
                          "price": price, "amount": leg.amount, "mid": x.mid, "spread": x.spread, "vol": x.vol,
@@ -112,6 +125,17 @@ def evaluate(intent: Intent, inputs: list[LegInputs], params: GateParams, detail
     else:
         passed, reason = False, f"EV {ev:.4f} USD not above threshold {params.threshold_usd}"
     return Decision(passed, ev, p, edge, fees, tax, slippage, miss, reason, legs)
+
+
+def limit_order_ev(price: float, amount: float, edge_usd: float, x: LegInputs, params: GateParams) -> float:
+    """The EV `evaluate` gives an intent of this one limit leg (NaN where it rejects), without building the intent:
+    for a strategy comparing many candidate prices."""
+    terms = _leg_terms("limit", price, amount, x, params)
+    if terms is None:
+        return math.nan
+    p, _, _, adverse, fees, tax, slippage, miss = terms
+    ev = p * (edge_usd - adverse - fees - tax - slippage) - (1.0 - p) * miss
+    return ev if math.isfinite(ev) else math.nan
 
 
 def _reject(intent: Intent, inputs: list[LegInputs], reason: str) -> Decision:

@@ -59,7 +59,8 @@ class MmLite(Strategy):
         return actions
 
     def _best_quote(self, book: Book, side: str, skew: float, spec, ctx) -> Intent | None:
-        amount = float(spec.round_amount(self.cfg.quote_usd / ctx.usd_per_quote(book.venue, book.symbol) / book.mid))
+        usd_per_quote = ctx.usd_per_quote(book.venue, book.symbol)
+        amount = float(spec.round_amount(self.cfg.quote_usd / usd_per_quote / book.mid))
         if amount < float(spec.min_amount):
             return None
         best, best_ev, inputs = None, None, None
@@ -68,14 +69,15 @@ class MmLite(Strategy):
             price = float(spec.round_price(raw, side, passive=True))
             if (side == "buy" and price >= book.ask) or (side == "sell" and price <= book.bid):
                 continue
-            edge = (book.mid - price if side == "buy" else price - book.mid) * amount
-            intent = Intent(self.name, (Leg(book.venue, book.symbol, side, "limit", amount, price, post_only=True),),
-                            edge * ctx.usd_per_quote(book.venue, book.symbol),
-                            f"quote {side} {d} spreads from mid, skew {skew:+.6g}", tag=f"quote:{side}")
+            edge_usd = (book.mid - price if side == "buy" else price - book.mid) * amount * usd_per_quote
             if inputs is None:  # the same market for every candidate of this side: look it up once
-                inputs = [ctx.leg_inputs(intent.legs[0])]
-            ev = ctx.preview(intent, inputs).ev_usd
+                inputs = ctx.leg_inputs(Leg(book.venue, book.symbol, side, "limit", amount, price, post_only=True))
+            ev = ctx.limit_order_ev(price, amount, edge_usd, inputs)
             if best_ev is not None and ev < best_ev:
                 break  # EV rises then falls with the distance: past the peak nothing better follows
-            best, best_ev = intent, ev
-        return best
+            best, best_ev = (d, price, edge_usd), ev
+        if best is None:
+            return None
+        d, price, edge_usd = best
+        return Intent(self.name, (Leg(book.venue, book.symbol, side, "limit", amount, price, post_only=True),),
+                      edge_usd, f"quote {side} {d} spreads from mid, skew {skew:+.6g}", tag=f"quote:{side}")
