@@ -27,6 +27,8 @@ class GateConfig(BaseModel):
 
 class LimitsConfig(BaseModel):
     stale_after_s: float = Field(5.0, gt=0, description="no orders on a book older than this (market time)")
+    cancel_stale_after_s: float = Field(60.0, gt=0, description="resting limit orders are cancelled when their book "
+                                                                "is older than this (market time; live: wall time)")
     max_open_orders_total: int = Field(40, ge=1)
 
 

@@ -101,6 +101,7 @@ class Engine:
                          "fills": 0, "cancels": 0, "errors": 0, "unwinds": 0}
         self.day_start_pnl: tuple[str, float] | None = None
         self.last_market_ms = 0
+        self._stale_checked_ms = 0
         self.stopping = asyncio.Event()
         self.venue_error: str | None = None
         self.market_data: str | None = None  # live: "websocket" or "polling", whichever feeds the books now
@@ -271,9 +272,7 @@ class Engine:
         decision = evaluate(intent, inputs, self.gate_params)
         block = None
         if decision.passed:
-            ages = [self.books.get(leg.venue, leg.symbol).age_s(self.now_ms) for leg in intent.legs]
-            if self.live:
-                ages = [max(0.0, self.wall_clock() - self.books.get(l.venue, l.symbol).ts / 1000) for l in intent.legs]
+            ages = [self.book_age_s(leg.venue, leg.symbol) for leg in intent.legs]
             self._refresh_risk_state()
             block = self.limits.check(intent, self.state, ages, [leg["notional_usd"] for leg in decision.legs])
         passed = decision.passed and block is None
@@ -482,6 +481,25 @@ class Engine:
         self._collect_venue(order.venue)
         if cid in self.open and closed["status"] != "open":
             self._closed(closed)
+
+    def book_age_s(self, venue: str, symbol: str) -> float:
+        """How old the book is: in market time when replaying, in wall time when live."""
+        book = self.books.get(venue, symbol)
+        if self.live:
+            return max(0.0, self.wall_clock() - book.ts / 1000) if book.updates else math.inf
+        return book.age_s(self.now_ms)
+
+    async def cancel_stale_quotes(self) -> None:
+        """Cancel resting limit orders whose book has gone quiet for longer than limits.cancel_stale_after_s: a
+        quote priced on a market nobody sees any more is picked off by whoever does. A book not seen since the
+        start is left to the stale-data limit (after a restart the replay or the stream has yet to reach it)."""
+        limit = self.cfg.limits.cancel_stale_after_s
+        for cid, order in list(self.open.items()):
+            if order.type == "limit" and order.order_id is not None and self.books.get(order.venue, order.symbol).updates:
+                age = self.book_age_s(order.venue, order.symbol)
+                if age > limit:
+                    await self.cancel(cid, f"stale data: {order.venue} {order.symbol} book is {age:.1f} s old "
+                                           f"(limit {limit} s)")
 
     # --- what the venue reports ------------------------------------------------------------------------
     def _collect_venue(self, venue: str) -> list[dict]:
@@ -718,9 +736,11 @@ class Engine:
         """One market event: the paper venues see it first (orders arriving, the tape trading through
         resting orders), then what they report is journaled, then the strategy reacts."""
         self.now_ms = obj.ts
-        for venue in self.paper_venues:
+        touched = {obj.venue}  # the paper venues that can have something new to report after this event
+        for name, venue in self._paper_by_name.items():
             if venue.pending:
                 venue.advance(obj.ts)
+                touched.add(name)
         paper = self.paper_by_name.get(obj.venue)
         if kind == FUNDING:
             if paper:
@@ -734,10 +754,14 @@ class Engine:
         elif paper:
             paper.on_trade(obj)
         for name in self.venues:
-            self._collect_venue(name)
+            if name in touched or name not in self._paper_by_name:
+                self._collect_venue(name)
         fills, self._fills_for_strategy = self._fills_for_strategy, []
         if self._pending_balance:
             await self._balance_legs()
+        if obj.ts - self._stale_checked_ms >= 1000:  # once a market second
+            self._stale_checked_ms = obj.ts
+            await self.cancel_stale_quotes()
         if self.state.paused or self.draining:
             return
         try:

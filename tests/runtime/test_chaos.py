@@ -330,6 +330,22 @@ def test_chaos_drill_paper_scenario(runtime_data: RuntimeData, scenario):
     if scenario == "stale_data":
         assert v["stale"]["venue"] == "binance" and v["stale"]["dropped_events"] > 0
         assert v["stale"]["orders_on_stale_book"] == 0
+        # quotes resting on the stale venue are cancelled once its book is older than cancel_stale_after_s (60 s)
+        market_from, market_to = v["stale"]["market_from"], v["stale"]["market_to"]
+        deadline = market_from + (60 + 11) * 1000  # plus a book interval (10 s) and the once-a-second check
+        assert market_to > deadline
+        resting = {r["payload"]["client_order_id"] for r in records if r["kind"] == "order"
+                   and r["payload"]["venue"] == "binance" and r["payload"]["type"] == "limit"
+                   and r["payload"]["market_ts"] < market_from}
+        closed_at = {}
+        for r in records:
+            if r["kind"] in ("cancel", "order_closed") and r["payload"]["client_order_id"] in resting:
+                closed_at.setdefault(r["payload"]["client_order_id"], r["payload"]["market_ts"])
+        assert resting and all(closed_at.get(cid, 2**62) <= deadline for cid in resting), detail
+        stale_cancels = [r for r in records if r["kind"] == "cancel"
+                         and r["payload"]["reason"].startswith("stale data: binance")]
+        assert stale_cancels and all(market_from + 50_000 < r["payload"]["market_ts"] <= deadline  # 60 s after the
+                                     for r in stale_cancels)                                 # last book got through
     if scenario == "kill_restart":
         assert kinds["start"] == 2 and v["exit_codes"] == [-9, 0]
         assert records[-1]["kind"] == "stop"
