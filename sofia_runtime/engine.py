@@ -372,10 +372,10 @@ class Engine:
     def trip_breaker(self, reason: str) -> None:
         """Pause through the control file, as an operator or the anomaly detector would; resuming stays a person's
         act. The pause takes effect at the next control-file check (at most `pause_poll_s` later)."""
-        if self.pause_path is None or control.read_pause(self.pause_path).paused:
+        if self.pause_path is None:
             return
-        control.write_pause(self.pause_path, f"runtime-breaker:{self.runtime_id}", reason)
-        self.journal.append_durable("breaker", {"reason": reason, "market_ts": self.now_ms})
+        if control.pause_unless_paused(self.pause_path, f"runtime-breaker:{self.runtime_id}", reason) is not None:
+            self.journal.append_durable("breaker", {"reason": reason, "market_ts": self.now_ms})
 
     def _order_unknown(self, order: OpenOrder, exc: Exception) -> None:
         """The venue could not tell whether it has the order: keep asking by client order id (`resolve_unknown`)

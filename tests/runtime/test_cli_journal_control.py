@@ -3,10 +3,11 @@
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from sofia_runtime.control import read_pause
+from sofia_runtime.control import pause_unless_paused, read_pause, write_pause
 from sofia_runtime.journal import Journal
 
 CLI = [str(Path(sys.executable).with_name("sofia-runtime"))]
@@ -49,3 +50,18 @@ def test_unreadable_control_file_counts_as_paused(tmp_path):
     path.write_text("{not json")
     state = read_pause(path)
     assert state.paused and "unreadable control file" in state.reason
+
+
+def test_automatic_pauses_never_overwrite_a_pause_even_when_racing(tmp_path):
+    path = tmp_path / "control" / "pause.json"
+    write_pause(path, "ops", "maintenance")
+    assert pause_unless_paused(path, "anomaly-detector", "spread z 9") is None
+    assert read_pause(path).paused_by == "ops" and read_pause(path).reason == "maintenance"
+    path.write_text("{not json")  # unreadable counts as paused: left as it is
+    assert pause_unless_paused(path, "anomaly-detector", "spread z 9") is None and path.read_text() == "{not json"
+    path.unlink()
+    # many writers at once (the breaker, the anomaly sensor, operators): exactly one pause lands, nothing torn
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: pause_unless_paused(path, f"writer-{i}", f"reason {i}"), range(32)))
+    (winner,) = [w for w in won if w is not None]
+    assert read_pause(path) == winner and list(path.parent.iterdir()) == [path]

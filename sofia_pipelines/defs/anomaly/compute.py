@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sofia_pipelines.defs.attribution.compute import (UsdRates, arrival_mids, market_time, payloads, quote_of,
                                                       record_time, runtime_strategies)
-from sofia_runtime.control import PauseState, read_pause, write_pause
+from sofia_runtime.control import PauseState, pause_unless_paused, read_pause
 from sofia_runtime.schemas import ANOMALY_ACTIONS, ANOMALY_SCORES, TS
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "anomaly.yaml"
@@ -476,8 +476,7 @@ def auto_pause(scores: pl.DataFrame, pause_path: Path, cfg: AutoPauseConfig | No
     if not new:
         return AutoPauseOutcome("none")
     reason = "anomaly: " + "; ".join(describe(r) for r in new)
-    state: PauseState = read_pause(pause_path)
-    if state.paused:
+    if pause_unless_paused(pause_path, PAUSED_BY, reason) is None:
+        state: PauseState = read_pause(pause_path)
         return AutoPauseOutcome("already_paused", reason, state.paused_by, new)
-    write_pause(pause_path, PAUSED_BY, reason)
     return AutoPauseOutcome("paused", reason, PAUSED_BY, new)
