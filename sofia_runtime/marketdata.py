@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 BOOK, TRADE, FUNDING = 0, 1, 2
+BOOK_VALUES = ("bid", "ask", "bid_size", "ask_size")
 
 
 @dataclass(slots=True)
@@ -95,38 +96,57 @@ class FundingTick:
 
 class ReplayFeed:
     """The snapshot's day of books, trades and funding charges as one stream of (kind, index) in time order
-    (at the same millisecond: book, then trade, then funding)."""
+    (at the same millisecond: book, then trade, then funding).
 
-    def __init__(self, books: pl.DataFrame, trades: pl.DataFrame, keep: Iterable[tuple[str, str]] | None = None,
-                 funding: pl.DataFrame | None = None):
+    The frames may be lazy (a snapshot's tables scanned from their files): only the columns the replay needs are
+    read. The feed keeps numbers in columns, not objects per row: venue and symbol as a code into `keys`, a
+    trade's side as a code into `sides`."""
+
+    def __init__(self, books: pl.DataFrame | pl.LazyFrame, trades: pl.DataFrame | pl.LazyFrame,
+                 keep: Iterable[tuple[str, str]] | None = None, funding: pl.DataFrame | pl.LazyFrame | None = None):
         funding = funding if funding is not None else pl.DataFrame(
             schema={"venue": pl.Utf8, "symbol": pl.Utf8, "ts": pl.Datetime("ms"), "funding_rate": pl.Float64})
+        books = books.lazy().select("venue", "symbol", "ts", *BOOK_VALUES)
+        trades = trades.lazy().select("venue", "symbol", "ts", "side", "price", "amount")
+        funding = funding.lazy().select("venue", "symbol", "ts", "funding_rate")
         if keep is not None:
-            wanted = pl.DataFrame(list(keep), schema=["venue", "symbol"], orient="row")
-            books = books.join(wanted, on=["venue", "symbol"], how="semi")
-            trades = trades.join(wanted, on=["venue", "symbol"], how="semi")
-            funding = funding.join(wanted, on=["venue", "symbol"], how="semi")
-        books, trades = books.sort("ts", maintain_order=True), trades.sort("ts", maintain_order=True)
-        funding = funding.sort("ts", maintain_order=True)
-        self.funding_rows = [FundingTick(v, s, int(t), float(r)) for v, s, t, r in zip(
-            funding["venue"].to_list(), funding["symbol"].to_list(), funding["ts"].dt.epoch("ms").to_list(),
-            funding["funding_rate"].to_list())]
-        self.book_venue = books["venue"].to_list()
-        self.book_symbol = books["symbol"].to_list()
-        self.book_ts = books["ts"].dt.epoch("ms").to_numpy()
-        self.book_cols = [books[c].to_numpy() for c in ("bid", "ask", "bid_size", "ask_size")]
-        self.trade_venue = trades["venue"].to_list()
-        self.trade_symbol = trades["symbol"].to_list()
-        self.trade_ts = trades["ts"].dt.epoch("ms").to_numpy()
-        self.trade_side = trades["side"].to_list()
-        self.trade_price = trades["price"].to_numpy()
-        self.trade_amount = trades["amount"].to_numpy()
-        funding_ts = np.array([f.ts for f in self.funding_rows], dtype=np.int64)
+            pairs = sorted(set(keep))
+        else:
+            pairs = sorted(set().union(*(f.select("venue", "symbol").unique().collect().iter_rows()
+                                         for f in (books, trades, funding))))
+        venues, symbols = sorted({v for v, _ in pairs}), sorted({s for _, s in pairs})
+        self.keys = [(v, s) for v in venues for s in symbols]  # code -> (venue, symbol)
+        key = (pl.col("venue").replace_strict({v: i for i, v in enumerate(venues)}, default=None,
+                                              return_dtype=pl.Int32) * len(symbols)
+               + pl.col("symbol").replace_strict({s: i for i, s in enumerate(symbols)}, default=None,
+                                                 return_dtype=pl.Int32))
+        wanted = [venues.index(v) * len(symbols) + symbols.index(s) for v, s in pairs]
+
+        def rows(frame: pl.LazyFrame, *columns) -> pl.DataFrame:
+            frame = frame.with_columns(key=key)
+            if keep is not None:
+                frame = frame.filter(pl.col("key").is_in(wanted))
+            return frame.sort("ts", maintain_order=True).select(pl.col("ts").dt.epoch("ms"), "key", *columns).collect()
+
+        f = rows(funding, "funding_rate")
+        self.funding_rows = [FundingTick(*self.keys[k], t, r) for t, k, r in f.iter_rows()]
+        b = rows(books, *BOOK_VALUES)
+        self.book_ts, self.book_key = b["ts"].to_numpy(), b["key"].to_numpy()
+        self.book_bid, self.book_ask, self.book_bid_size, self.book_ask_size = (b[c].to_numpy() for c in BOOK_VALUES)
+        del b
+        self.sides = sorted(trades.select(pl.col("side").unique()).collect()["side"].to_list())
+        t = rows(trades, pl.col("side").replace_strict({s: i for i, s in enumerate(self.sides)},
+                                                        return_dtype=pl.Int8), "price", "amount")
+        self.trade_ts, self.trade_key, self.trade_side = t["ts"].to_numpy(), t["key"].to_numpy(), t["side"].to_numpy()
+        self.trade_price, self.trade_amount = t["price"].to_numpy(), t["amount"].to_numpy()
+        del t
+        funding_ts = f["ts"].to_numpy()
         ts = np.concatenate([self.book_ts, self.trade_ts, funding_ts])
         kinds = np.concatenate([np.full(len(self.book_ts), BOOK, np.int8), np.full(len(self.trade_ts), TRADE, np.int8),
                                 np.full(len(funding_ts), FUNDING, np.int8)])
-        index = np.concatenate([np.arange(len(self.book_ts)), np.arange(len(self.trade_ts)),
-                                np.arange(len(funding_ts))])
+        index = np.concatenate([np.arange(len(self.book_ts), dtype=np.int32),
+                                np.arange(len(self.trade_ts), dtype=np.int32),
+                                np.arange(len(funding_ts), dtype=np.int32)])
         order = np.lexsort((kinds, ts))
         self.ts, self.kinds, self.index = ts[order], kinds[order], index[order]
 
@@ -146,13 +166,14 @@ class ReplayFeed:
         return int(np.searchsorted(self.ts, ts_ms, side="right"))
 
     def apply_book(self, i: int, books: Books) -> Book:
-        book = books.get(self.book_venue[i], self.book_symbol[i])
-        bid, ask, bs, asz = (c[i] for c in self.book_cols)
-        book.update(int(self.book_ts[i]), float(bid), float(ask), float(bs), float(asz))
+        book = books.get(*self.keys[self.book_key[i]])
+        book.update(int(self.book_ts[i]), float(self.book_bid[i]), float(self.book_ask[i]),
+                    float(self.book_bid_size[i]), float(self.book_ask_size[i]))
         return book
 
     def trade(self, i: int) -> TradeTick:
-        return TradeTick(self.trade_venue[i], self.trade_symbol[i], int(self.trade_ts[i]), self.trade_side[i],
+        venue, symbol = self.keys[self.trade_key[i]]
+        return TradeTick(venue, symbol, int(self.trade_ts[i]), self.sides[self.trade_side[i]],
                          float(self.trade_price[i]), float(self.trade_amount[i]))
 
     def event(self, kind: int, i: int, books: Books):
@@ -161,8 +182,8 @@ class ReplayFeed:
             return self.apply_book(i, books)
         return self.trade(i) if kind == TRADE else self.funding_rows[i]
 
-    def events(self, start: int = 0) -> Iterator[tuple[int, int, int]]:
+    def events(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple[int, int, int]]:
         """(ts_ms, kind, index) from position `start`."""
         ts, kinds, index = self.ts, self.kinds, self.index
-        for p in range(start, len(ts)):
-            yield int(ts[p]), int(kinds[p]), int(index[p])
+        for a in range(start, len(ts), chunk):
+            yield from zip(ts[a:a + chunk].tolist(), kinds[a:a + chunk].tolist(), index[a:a + chunk].tolist())

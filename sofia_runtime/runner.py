@@ -175,6 +175,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         journal = Journal(paths.audit_dir(), runtime_id)
     except JournalError as exc:
         raise RefusedToStart(str(exc)) from exc
+    journal.start_group_commit(GROUP_COMMIT_S)
     books = Books()
     strategy = make_strategy(cfg)
     engine = Engine(cfg, snapshot, journal, {}, strategy, pause_path=paths.pause_file(), live=cfg.mode == "live")
@@ -202,9 +203,13 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         feed = None
         if cfg.mode != "live":  # built before waiting for a lease, so a standby takes over without this delay
             keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
-            market = snapshot.tables if cfg.source == "replay" else simulated_today()
+            if cfg.source == "replay":  # read from the snapshot's files: only the rows and columns replayed
+                market = {name: snapshot.scan(name) for name in ("replay_books", "replay_trades", "replay_funding")}
+            else:
+                market = simulated_today()
             feed = ReplayFeed(market["replay_books"], market["replay_trades"], keep=keep,
                               funding=market["replay_funding"])
+            del market
         if lease is not None:
             started = True  # a standby is healthy: ready to take over
             if not await _wait_for_lease(engine, lease, announce):
@@ -218,7 +223,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         await engine.journal_balances()
         await engine.check_pause()
         tasks = [asyncio.create_task(_every(cfg.pause_poll_s, engine.check_pause, engine)),
-                 asyncio.create_task(_every(0.05, _syncer(engine), engine)),
+                 asyncio.create_task(_every(0.05, _paper_venue_syncer(engine), engine)),
                  asyncio.create_task(_every(5.0, _snapshot_watcher(engine, max_age), engine)),
                  asyncio.create_task(_every(1.0, engine.resolve_unknown, engine)),
                  asyncio.create_task(_every(HEARTBEAT_S, _heartbeat(engine), engine))]
@@ -226,6 +231,8 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             from sofia_runtime.exchange.live import live_events
 
             tasks.append(asyncio.create_task(_every(2.0, engine.refresh_open_orders, engine)))
+            # market events drive the check when replaying; live, a venue gone quiet sends none
+            tasks.append(asyncio.create_task(_every(1.0, engine.cancel_stale_quotes, engine)))
             symbols = sorted(s for v, s in instruments if v == cfg.venue)
             events = live_events(venues[cfg.venue], symbols, books, engine, cfg.market_data,
                                  stream_retry_s=cfg.stream_retry_s)
@@ -348,6 +355,7 @@ async def _wait_for_lease(engine: Engine, lease: TradingLease, announce) -> bool
     return True
 
 
+GROUP_COMMIT_S = 0.005  # the journal is durable at most this long after a write, orders at once
 HEARTBEAT_S = 30.0  # a quiet runtime still journals that it is alive (the availability SLI reads it)
 
 
@@ -358,9 +366,8 @@ def _heartbeat(engine: Engine):
     return heartbeat
 
 
-def _syncer(engine: Engine):
+def _paper_venue_syncer(engine: Engine):
     async def sync() -> None:
-        engine.journal.sync()
         for v in engine.paper_venues:
             v.sync()
     return sync

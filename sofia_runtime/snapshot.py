@@ -5,7 +5,8 @@
     <serving>/CURRENT                         the live snapshot id, switched by atomic rename
 
 A reader validates the manifest, every table's hash, row count and schema, and the snapshot's age before
-trading on it; `SnapshotWatcher` keeps the last good snapshot when a new CURRENT is bad.
+trading on it; `SnapshotWatcher` keeps the last good snapshot when a new CURRENT is bad. The replay's books and
+trades (most of the bytes, read once to build the replay) are validated like the rest but stay in their files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +26,7 @@ import polars as pl
 from sofia_runtime.schemas import REPLAY_TABLES, SERVING_TABLES
 
 ALL_TABLES = {**SERVING_TABLES, **REPLAY_TABLES}
+ON_DISK = ("replay_books", "replay_trades")  # read when asked for, not held by a loaded snapshot
 
 
 class SnapshotError(RuntimeError):
@@ -82,16 +85,49 @@ def _prune(serving_dir: Path, keep: int, current: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+class SnapshotTables(Mapping[str, pl.DataFrame]):
+    """A loaded snapshot's tables: most in memory; those in `files` read from their (validated) file on each
+    access, so nothing holds them once the caller lets go. Read them while the snapshot is recent: pruning
+    removes a snapshot's folder once `keep` newer ones are published."""
+
+    def __init__(self, frames: dict[str, pl.DataFrame], files: dict[str, Path]):
+        self.frames, self.files = frames, files
+
+    def __getitem__(self, name: str) -> pl.DataFrame:
+        if name in self.files:
+            return pl.read_parquet(self.files[name])
+        return self.frames[name]
+
+    def __contains__(self, name: object) -> bool:  # without reading the file, as Mapping's would
+        return name in self.frames or name in self.files
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in ALL_TABLES if name in self)
+
+    def __len__(self) -> int:
+        return len(self.frames) + len(self.files)
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.files[name]) if name in self.files else self.frames[name].lazy()
+
+
 @dataclass(frozen=True)
 class Snapshot:
     snapshot_id: str
     path: Path
     manifest: dict
-    tables: dict[str, pl.DataFrame]
+    tables: Mapping[str, pl.DataFrame]
 
     @property
     def created_at(self) -> datetime:
         return datetime.fromisoformat(self.manifest["created_at"])
+
+    def scan(self, name: str) -> pl.LazyFrame:
+        """A table as a lazy frame: from its file when the snapshot left it there (only what the query needs is
+        read), else from memory."""
+        if isinstance(self.tables, SnapshotTables):
+            return self.tables.scan(name)
+        return self.tables[name].lazy()
 
 
 def current_id(serving_dir: Path) -> str:
@@ -111,7 +147,7 @@ def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | 
         age = (now or datetime.now(timezone.utc)) - datetime.fromisoformat(manifest["created_at"])
         if age > max_age:
             raise SnapshotError(f"snapshot {manifest['snapshot_id']} is stale: created {age} ago, limit {max_age}")
-    tables = {}
+    frames, files = {}, {}
     for name, schema in ALL_TABLES.items():
         entry = manifest["tables"].get(name)
         if entry is None:
@@ -123,17 +159,25 @@ def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | 
             raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name}.parquet does not match its sha256 "
                                 f"in the manifest (truncated or changed)")
         try:
-            df = pl.read_parquet(file)
+            if name in ON_DISK:  # rows and schema from the file's footer
+                scan = pl.scan_parquet(file)
+                df_schema, height = scan.collect_schema(), scan.select(pl.len()).collect().item()
+            else:
+                df = pl.read_parquet(file)
+                df_schema, height = df.schema, df.height
         except Exception as exc:
             raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name}.parquet unreadable: {exc}") from exc
-        if df.height != entry["rows"]:
-            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} has {df.height} rows, "
+        if height != entry["rows"]:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} has {height} rows, "
                                 f"manifest says {entry['rows']}")
-        if df.schema != schema.polars_schema:
-            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} schema {dict(df.schema)} is not "
+        if df_schema != schema.polars_schema:
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} schema {dict(df_schema)} is not "
                                 f"{dict(schema.polars_schema)}")
-        tables[name] = df
-    return Snapshot(manifest["snapshot_id"], path, manifest, tables)
+        if name in ON_DISK:
+            files[name] = file
+        else:
+            frames[name] = df
+    return Snapshot(manifest["snapshot_id"], path, manifest, SnapshotTables(frames, files))
 
 
 def load_current(serving_dir: Path, max_age: timedelta | None = None) -> Snapshot:
