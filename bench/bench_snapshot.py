@@ -1,6 +1,6 @@
 """Snapshot loading: `sofia_runtime.snapshot.load_current` (manifest, sha256 of every file, row counts, schemas) on
 the serving snapshot bench_graph.py published — what every runtime start and snapshot switch pays — against
-reading the same Parquet files with polars and nothing else.
+decoding the same Parquet files with polars and nothing else.
 
     .venv/bin/python bench/bench_snapshot.py [--quick]
 
@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     rows = [row("snapshot load: load_current", "snapshot load", r["load_s"], "s", cmd, baseline=r["read_s"],
                 baseline_unit="s", baseline_name="plain pl.read_parquet", ratio="figure/baseline",
                 notes=f"{r['tables']} tables, {r['rows']:,} rows, {r['bytes'] / 2**20:.1f} MiB (warm page cache); "
-                      f"validation (sha256, row counts, schemas) is the difference; importing polars + the module "
+                      f"load_current hashes every file and decodes the serving tables, but checks the replay's books "
+                      f"and trades from their footers and leaves them in their files (the replay reads them once); "
+                      f"the baseline decodes every file; importing polars + the module "
                       f"{fmt(r['import_s'])} s more; peak RSS {fmt(res.peak_rss_mib)} MiB")]
     out = args.out or RESULTS_DIR / ("quick" if args.quick else "") / "snapshot.json"
     write_result(out, "snapshot", rows, args.quick, {**r, "peak_rss_mib": res.peak_rss_mib})
