@@ -81,8 +81,10 @@ def run_engine(src: Path, fees, sql: dict[str, str]) -> dict:
         t0 = time.perf_counter()
         out[mart] = conn.sql(sql[mart]).pl()
         seconds[mart] = time.perf_counter() - t0
+    conn.close()  # results fetched; the polars steps run without DuckDB's buffers, as each asset has its own connection
     t0 = time.perf_counter()
-    out["latency_heatmap"] = latency_heatmap(pl.read_parquet(src / "latency" / "*.parquet"))
+    probes = pl.read_parquet(src / "latency" / "*.parquet", columns=["venue", "endpoint", "ts", "latency_ms", "ok"])
+    out["latency_heatmap"] = latency_heatmap(probes)
     seconds["latency_heatmap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["symbol_rankings"] = symbol_rankings(out["mart_hourly_liquidity"], fees, RankingWeights())

@@ -1,16 +1,24 @@
 {{ config(pre_hook="{{ delete_window('hour') }}") }}
+-- Every input is aggregated to one row per venue, symbol and hour first; what derives from the symbol alone
+-- (quote currency, USD conversion) is computed on those rows, not on each of the ~100M input rows.
 WITH books AS (
-    SELECT venue, symbol, market, quote, date_trunc('hour', ts) AS hour,
+    SELECT venue, symbol, market, date_trunc('hour', ts) AS hour,
            avg(mid) AS mid_mean, avg(spread_bps) AS spread_bps_mean, median(spread_bps) AS spread_bps_p50,
            avg(depth_quote) AS depth_quote_mean, count(*) AS n_books
     FROM {{ ref('stg_books') }} WHERE {{ in_window('ts') }} GROUP BY ALL
-), returns AS (
-    SELECT *, ln(close / lag(close) OVER (PARTITION BY venue, symbol ORDER BY ts)) AS log_return
-    FROM {{ ref('stg_candles') }} WHERE {{ in_window('ts') }}
+), candle_hours AS (
+    -- each hour's closes in time order: sorting the ~60 closes of every hour is far cheaper than a window
+    -- ordering all candles of a symbol, and gives each close the same predecessor
+    SELECT venue, symbol, market, date_trunc('hour', ts) AS hour, sum(volume) AS volume_base,
+           sum(volume * close) AS volume_quote, list(close ORDER BY ts) AS closes
+    FROM {{ ref('stg_candles') }} WHERE {{ in_window('ts') }} GROUP BY ALL
 ), candles AS (
-    SELECT venue, symbol, market, quote, date_trunc('hour', ts) AS hour, sum(volume) AS volume_base,
-           sum(volume * close) AS volume_quote, stddev_samp(log_return) AS volatility_1m
-    FROM returns GROUP BY ALL
+    -- 1-minute log returns (the hour's first against the previous hour's last close), their sample stddev
+    SELECT venue, symbol, market, hour, volume_base, volume_quote,
+           list_stddev_samp(list_transform(closes, lambda c, i: ln(c / if(i = 1, prev_close, closes[i - 1]))))
+               AS volatility_1m
+    FROM (SELECT *, lag(closes[-1]) OVER (PARTITION BY venue, symbol ORDER BY hour) AS prev_close
+          FROM candle_hours)
 ), trades AS (
     SELECT venue, symbol, date_trunc('hour', ts) AS hour, count(*) AS trades
     FROM {{ ref('stg_trades') }} WHERE {{ in_window('ts') }} GROUP BY ALL
@@ -19,7 +27,7 @@ WITH books AS (
     FROM {{ ref('stg_fx') }} WHERE pair = 'USD/TRY' AND {{ in_window('ts') }} GROUP BY ALL
 ), joined AS (
     SELECT coalesce(b.venue, c.venue) AS venue, coalesce(b.symbol, c.symbol) AS symbol,
-           coalesce(b.market, c.market) AS market, coalesce(b.quote, c.quote) AS quote,
+           coalesce(b.market, c.market) AS market, {{ quote_of('coalesce(b.symbol, c.symbol)') }} AS quote,
            coalesce(b.hour, c.hour) AS hour,
            b.mid_mean, b.spread_bps_mean, b.spread_bps_p50, b.depth_quote_mean, coalesce(b.n_books, 0) AS n_books,
            c.volume_base, c.volume_quote, c.volatility_1m
