@@ -3,13 +3,16 @@
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from dagster_duckdb import DuckDBResource
+from packaging import version
 
 from sofia_pipelines.defs.dbt.project import dbt_project, prepare
 from sofia_pipelines.partitions import daily_partitions
@@ -24,6 +27,21 @@ class SofiaTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] == "model":
             return dbt_resource_props["fqn"][1]  # staging | marts
         return super().get_group_name(dbt_resource_props)
+
+
+class SofiaDbtCliResource(DbtCliResource):
+    """The venv's own dbt, run without what DbtCliResource does in this process before each invocation and the
+    assets do not use: a `dbt --version` subprocess (a whole dbt start-up) to learn the version, and an in-process
+    dbt adapter with every macro parsed, there for `fetch_row_counts`/`fetch_column_metadata` (the row counts
+    come from the warehouse below)."""
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        # the executable is the venv's (see `defs`), so it is the installed dbt-core
+        return version.parse(metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
+        return None
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, partitions_def=daily_partitions,
@@ -59,5 +77,5 @@ def sofia_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
 
 # A module with a Definitions object contributes only what it names. The venv's dbt runs whether or not
 # the venv is on PATH.
-defs = dg.Definitions(assets=[sofia_dbt_models], resources={"dbt": DbtCliResource(project_dir=dbt_project,
+defs = dg.Definitions(assets=[sofia_dbt_models], resources={"dbt": SofiaDbtCliResource(project_dir=dbt_project,
                                                        dbt_executable=str(Path(sys.executable).with_name("dbt")))})

@@ -22,8 +22,11 @@ def manifest_is_stale() -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    sources = [p for p in DBT_DIR.rglob("*") if p.is_file() and "target" not in p.parts and "logs" not in p.parts]
-    return any(p.stat().st_mtime > built for p in sources)
+    for root, dirs, files in os.walk(DBT_DIR):
+        dirs[:] = [d for d in dirs if d not in ("target", "logs")]  # not walked: every run's artifacts are there
+        if any(os.stat(os.path.join(root, f)).st_mtime > built for f in files):
+            return True
+    return False
 
 
 def prepare(force: bool = False) -> Path:

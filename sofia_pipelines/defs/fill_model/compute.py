@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from sofia_runtime.fill_model import FillParams, p_fill
 from sofia_runtime.schemas import FILL_MODEL
@@ -20,24 +21,51 @@ SAMPLE_EVERY_S = 60
 VOL_WINDOW = 10  # minutes of mid returns behind each sample
 
 
+def neg_log_likelihood(theta: np.ndarray, features: np.ndarray, filled: np.ndarray,
+                       horizon_s: float) -> tuple[float, np.ndarray]:
+    """-log L of outcomes `filled` (0/1) under p_fill with A = exp(theta[0]), k = theta[1], beta = theta[2],
+    and its gradient; `features` are the rows 1, -distance, log(vol / vol_ref). p is clipped to
+    [1e-9, 1 - 1e-9], so the clipped samples have no slope."""
+    lam = horizon_s * np.exp(theta @ features)  # p = 1 - exp(-lam)
+    p = 1.0 - np.exp(-lam)
+    inside = (p > 1e-9) & (p < 1 - 1e-9)
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    value = -np.sum(filled * np.log(p) + (1 - filled) * np.log(1 - p))
+    # d/dlam: -filled (1 - p) / p + (1 - filled), as dp/dlam = 1 - p; dlam/dtheta = lam * features
+    slope = (1 - filled - filled * (1 - p) / p) * lam * inside
+    return value, features @ slope
+
+
 def fit_params(distance: np.ndarray, vol: np.ndarray, filled: np.ndarray, horizon_s: float) -> FillParams:
     vol_ref = float(np.median(vol[vol > 0])) if np.any(vol > 0) else 1.0
-
-    def nll(theta):
-        params = FillParams(float(np.exp(theta[0])), theta[1], vol_ref, theta[2])
-        p = np.clip(p_fill(params, distance, vol, horizon_s), 1e-9, 1 - 1e-9)
-        return -np.sum(filled * np.log(p) + (1 - filled) * np.log(1 - p))
-
-    result = minimize(nll, x0=np.array([np.log(0.02), 1.0, 1.0]), method="L-BFGS-B",
+    log_ratio = np.log(np.maximum(np.asarray(vol, dtype=float), 1e-12) / vol_ref)
+    features = np.stack([np.ones_like(log_ratio), -np.asarray(distance, dtype=float), log_ratio])
+    result = minimize(neg_log_likelihood, x0=np.array([np.log(0.02), 1.0, 1.0]), jac=True, method="L-BFGS-B",
+                      args=(features, np.asarray(filled, dtype=float), horizon_s),
                       bounds=[(-15, 3), (0.0, 20.0), (-3.0, 5.0)])
     return FillParams(float(np.exp(result.x[0])), float(result.x[1]), vol_ref, float(result.x[2]))
+
+
+def _window_extreme(prices: np.ndarray, lo: np.ndarray, hi: np.ndarray, reduce) -> np.ndarray:
+    """reduce (np.fmin or np.fmax: NaN is skipped) of prices[lo[i]:hi[i]] for each i; NaN where the window is
+    empty or holds only NaN."""
+    if lo.size == 0:
+        return np.empty(0)
+    padded = np.append(prices, np.nan)  # so an index may be len(prices)
+    bounds = np.empty(2 * lo.size, dtype=np.intp)
+    bounds[0::2], bounds[1::2] = lo, hi
+    out = reduce.reduceat(padded, bounds)[0::2]  # [lo, hi) when lo < hi, else padded[lo]
+    out[hi <= lo] = np.nan
+    return out
 
 
 def fill_samples(books: pl.DataFrame, trades: pl.DataFrame, horizon_s: float = HORIZON_S) -> pl.DataFrame:
     """One row per venue, symbol, side, sample time and distance: the features and whether it filled."""
     out = []
+    tape = trades.partition_by("venue", "symbol", as_dict=True)
+    sides = (("buy", "sell", -1), ("sell", "buy", 1))
     for (venue, symbol), b in books.sort("ts").group_by("venue", "symbol", maintain_order=True):
-        t = trades.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).sort("ts")
+        t = tape.get((venue, symbol), trades.clear()).sort("ts")
         b_ts = b["ts"].dt.epoch("ms").to_numpy()
         mid = ((b["bid"] + b["ask"]) / 2).to_numpy()
         spread = (b["ask"] - b["bid"]).to_numpy()
@@ -53,27 +81,39 @@ def fill_samples(books: pl.DataFrame, trades: pl.DataFrame, horizon_s: float = H
         tt, tp, ts_side = t["ts"].dt.epoch("ms").to_numpy(), t["price"].to_numpy(), t["side"].to_numpy()
         lo = np.searchsorted(tt, b_ts[idx], side="right")
         hi = np.searchsorted(tt, b_ts[idx] + horizon_s * 1000, side="right")
-        for side, taker, sign in (("buy", "sell", -1), ("sell", "buy", 1)):
+        filled = []
+        for side, taker, sign in sides:
+            # a buy fills when a taker sell prints at or below its price within the horizon, a sell the reverse
             prices = np.where(ts_side == taker, tp, np.nan)
-            for d in DISTANCES:
-                limit = mid[idx] + sign * d * spread[idx]
-                filled = np.array([
-                    bool(np.any(prices[a:z] <= p) if sign < 0 else np.any(prices[a:z] >= p)) if z > a else False
-                    for a, z, p in zip(lo, hi, limit)])
-                out.append(pl.DataFrame({"venue": venue, "symbol": symbol, "side": side, "ts": b_ts[idx],
-                                         "distance": d, "vol": vol, "filled": filled}))
+            extreme = _window_extreme(prices, lo, hi, np.fmin if sign < 0 else np.fmax)
+            limit = mid[idx] + sign * DISTANCES[:, None] * spread[idx]  # (distances, samples)
+            filled.append(extreme <= limit if sign < 0 else extreme >= limit)
+        n, k = len(idx), len(sides) * len(DISTANCES)  # rows by side, then distance, then sample time
+        out.append(pl.DataFrame({
+            "venue": pl.repeat(venue, n * k, eager=True), "symbol": pl.repeat(symbol, n * k, eager=True),
+            "side": pl.Series([s for s, _, _ in sides]).gather(np.repeat(np.arange(len(sides)), len(DISTANCES) * n)),
+            "ts": np.tile(b_ts[idx], k), "distance": np.tile(np.repeat(DISTANCES, n), len(sides)),
+            "vol": np.tile(vol, k), "filled": np.concatenate(filled).ravel()}))
     return pl.concat(out) if out else pl.DataFrame()
+
+
+def _one_blas_thread():
+    """L-BFGS-B solves a tiny triangular system (LAPACK dtrtrs) every iteration, and OpenBLAS runs dtrtrs on
+    all its threads whatever the size: the hand-off costs more than the solve, up to milliseconds per
+    iteration when the other cores are busy."""
+    return threadpool_limits(1, user_api="blas")
 
 
 def fit_fill_model(samples: pl.DataFrame, horizon_s: float = HORIZON_S) -> pl.DataFrame:
     rows = []
-    for (venue, symbol, side), g in samples.group_by("venue", "symbol", "side", maintain_order=True):
-        d, v, y = g["distance"].to_numpy(), g["vol"].to_numpy(), g["filled"].to_numpy().astype(float)
-        params = fit_params(d, v, y, horizon_s)
-        brier = float(np.mean((p_fill(params, d, v, horizon_s) - y) ** 2))
-        rows.append({"venue": venue, "symbol": symbol, "side": side, "intensity_a": params.intensity_a,
-                     "decay_k": params.decay_k, "vol_ref": params.vol_ref, "vol_exponent": params.vol_exponent,
-                     "brier": brier, "n_obs": len(y)})
+    with _one_blas_thread():
+        for (venue, symbol, side), g in samples.group_by("venue", "symbol", "side", maintain_order=True):
+            d, v, y = g["distance"].to_numpy(), g["vol"].to_numpy(), g["filled"].to_numpy().astype(float)
+            params = fit_params(d, v, y, horizon_s)
+            brier = float(np.mean((p_fill(params, d, v, horizon_s) - y) ** 2))
+            rows.append({"venue": venue, "symbol": symbol, "side": side, "intensity_a": params.intensity_a,
+                         "decay_k": params.decay_k, "vol_ref": params.vol_ref, "vol_exponent": params.vol_exponent,
+                         "brier": brier, "n_obs": len(y)})
     return FILL_MODEL.conform(pl.DataFrame(rows), "fill_model")
 
 

@@ -75,13 +75,31 @@ def _batch_definition():
     return context, asset.add_batch_definition_whole_dataframe("whole")
 
 
+# datetime64[ns] holds these; GE compares an ns column with vectorized pandas, any other unit value by value
+# in Python (seconds for a day of books)
+NS_RANGE = (datetime(1678, 1, 1), datetime(2262, 1, 1))
+
+
+def _pandas(df: pl.DataFrame):
+    """The frame as pandas, naive datetime columns as datetime64[ns] when every value fits."""
+    naive = [c for c, t in df.schema.items()
+             if isinstance(t, pl.Datetime) and t.time_zone is None and t.time_unit != "ns"]
+    if naive and df.height:
+        bounds = df.select(*(pl.col(c).min().alias(f"{c}_min") for c in naive),
+                           *(pl.col(c).max().alias(f"{c}_max") for c in naive)).row(0, named=True)
+        naive = [c for c in naive if (bounds[f"{c}_min"] is None or bounds[f"{c}_min"] > NS_RANGE[0])
+                 and (bounds[f"{c}_max"] is None or bounds[f"{c}_max"] < NS_RANGE[1])]
+        df = df.with_columns(pl.col(c).dt.cast_time_unit("ns") for c in naive)
+    return df.to_pandas()
+
+
 def validate(table: str, df: pl.DataFrame, start: datetime, end: datetime) -> tuple[int, list[Failure]]:
     """Run the table's suite on one partition; returns (expectations evaluated, failures)."""
     import great_expectations as gx
 
     context, batch_definition = _batch_definition()
     suite = gx.ExpectationSuite(name=f"raw_{table}", expectations=suite_for(table, start, end))
-    pdf = df.to_pandas()
+    pdf = _pandas(df)
     result = batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
         suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": []})
     failures = []

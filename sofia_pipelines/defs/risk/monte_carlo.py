@@ -232,12 +232,16 @@ def t_scope_days(rng: np.random.Generator, fit: StudentTFit, w: np.ndarray, path
                  buffers: Buffers | None = None) -> np.ndarray:
     """(horizon, scopes, paths) daily P&L of the multivariate t, time-major, with the Cholesky factor, scales
     and weights folded into one (scopes, columns) matrix so the simulated columns are never materialized:
-    for one day it is exactly `multivariate_t(rng, paths, fit) @ w` from the same draws."""
+    for one day it is exactly `multivariate_t(rng, paths, fit) @ w` from the same draws. The normals are drawn
+    a day at a time, each day's folded while still in cache: the same stream, in the same order, as one
+    (horizon, columns, paths) array, without that array."""
     buffers = buffers or Buffers()
     a = (fit.scale[:, None] * w).T @ fit.chol
-    z = rng.standard_normal(out=buffers.get("z", (horizon, len(fit.mu), paths)))
+    z = buffers.get("z", (len(fit.mu), paths))
+    out = buffers.get("x", (horizon, w.shape[1], paths))
+    for day in out:
+        np.matmul(a, rng.standard_normal(out=z), out=day)
     g = rng.chisquare(fit.df, (horizon, paths))
-    out = np.matmul(a, z, out=buffers.get("x", (horizon, w.shape[1], paths)))
     np.divide(fit.df, g, out=g)
     out *= np.sqrt(g, out=g)[:, None, :]
     out += (fit.mu @ w)[None, :, None]
@@ -257,27 +261,29 @@ class PathSummaries:
     hit_days: np.ndarray  # how many days did
 
 
-def summarize_paths(x: np.ndarray, loss_limit: float, buffers: Buffers | None = None) -> PathSummaries:
+def summarize_paths(x: np.ndarray, loss_limit: float) -> PathSummaries:
     """Summaries of daily P&L `x` (horizon, ...), time-major; the arrays returned have the shape of x[0].
-    This is the Monte Carlo's hot spot after the random draws: cumulative P&L, its running peak and the
-    drawdown are carried day by day over whole (scopes x paths) slices, a few times faster than numpy's
-    cumsum and maximum.accumulate, which run each path's days one after another."""
-    buffers = buffers or Buffers()
+    This is the Monte Carlo's hot spot after the random draws. Everything is carried day by day over whole
+    (scopes x paths) slices, which stay in cache: cumulative P&L, its running peak and the drawdown (a few times
+    faster than numpy's cumsum and maximum.accumulate, which run each path's days one after another), and the
+    sums of squares and loss-limit days (faster than whole-array passes, and the same sums in the same order)."""
     horizon, shape = x.shape[0], x.shape[1:]
-    cum, peak, drawdown = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    gap = np.empty(shape)
+    cum, peak, drawdown, sumsq, downsq = (np.zeros(shape) for _ in range(5))
+    hit_days = np.zeros(shape, dtype=np.intp)
+    scratch, neg = np.empty(shape), np.empty(shape)
+    losing = np.empty(shape, dtype=np.bool_)
     for day in x:
         cum += day
         np.maximum(peak, cum, out=peak)
-        np.subtract(peak, cum, out=gap)
-        np.maximum(drawdown, gap, out=drawdown)
+        np.subtract(peak, cum, out=scratch)
+        np.maximum(drawdown, scratch, out=drawdown)
+        sumsq += np.multiply(day, day, out=scratch)
+        np.minimum(day, 0.0, out=neg)
+        downsq += np.multiply(neg, neg, out=scratch)
+        hit_days += np.less_equal(neg, -loss_limit, out=losing)
     total = cum
     mean = total / horizon
-    sumsq = np.einsum("h...,h...->...", x, x)
-    neg = np.minimum(x, 0.0, out=buffers.get("neg", x.shape))
-    downside = np.sqrt(np.einsum("h...,h...->...", neg, neg) / horizon)
-    hit_days = np.count_nonzero(np.less_equal(neg, -loss_limit, out=buffers.get("losing", x.shape, np.bool_)),
-                                axis=0)
+    downside = np.sqrt(downsq / horizon)
     root = math.sqrt(DAYS_PER_YEAR)
     with np.errstate(invalid="ignore", divide="ignore"):
         # one-pass variance; a path whose variance is lost in rounding against its mean counts as constant
@@ -346,7 +352,9 @@ class MonteCarloResult:
 
 
 def chunk_paths(cfg: MonteCarloConfig, columns: int, scopes: int) -> int:
-    """Paths per chunk so one chunk's arrays (normals, mixing, scope P&L and its reductions) fit max_chunk_mb."""
+    """Paths per chunk so one chunk's arrays (normals, mixing, scope P&L and its reductions) fit max_chunk_mb.
+    Each chunk draws from a stream of its own, so this also fixes which numbers a path gets: the bound stays as
+    it is although the normals and reductions no longer take whole (horizon x paths) arrays."""
     per_path = 8 * cfg.horizon_days * (columns + 1 + 6 * scopes)
     return int(max(1, min(cfg.paths, cfg.max_chunk_mb * 2**20 // per_path)))
 
@@ -386,13 +394,13 @@ def run_monte_carlo(history: RiskHistory, cfg: MonteCarloConfig, loss_limit: flo
                 x = buffers.get("x", (cfg.horizon_days, w.shape[1], count))
                 for j, column in enumerate(per_day_t):
                     x[:, j, :] = column[idx]
-                parts.append(summarize_paths(x, loss_limit, buffers))  # (horizon, scopes, paths)
+                parts.append(summarize_paths(x, loss_limit))  # (horizon, scopes, paths)
                 book = x[:, 0, :]
                 if history.symbols:
                     first_market.append(history.market[idx[0]])
             else:
                 x = t_scope_days(rng, fit, w, count, cfg.horizon_days, buffers)
-                parts.append(summarize_paths(x, loss_limit, buffers))
+                parts.append(summarize_paths(x, loss_limit))
                 book = x[:, 0, :]
                 if history.symbols:  # one more day per path of the whole vector, for the market's own figures
                     first_market.append(multivariate_t(rng, count, fit)[:, len(history.strategies):])
@@ -404,7 +412,9 @@ def run_monte_carlo(history: RiskHistory, cfg: MonteCarloConfig, loss_limit: flo
         fans[method] = np.concatenate(fan_parts)
         if first_market:
             returns = np.concatenate(first_market)
-            market[method] = np.array([var_cvar(returns[:, j], 0.99)[0] for j in range(returns.shape[1])])
+            # each symbol's var_cvar(returns[:, j], 0.99)[0]: minus its m-th smallest return
+            m_worst = max(1, math.ceil(returns.shape[0] * (1 - 0.99) - 1e-9))
+            market[method] = -np.partition(returns, m_worst - 1, axis=0)[m_worst - 1]
     return MonteCarloResult(history.scopes, cfg.paths, cfg.horizon_days, n, summaries, fans, fit, block, size,
                             loss_limit, market)
 

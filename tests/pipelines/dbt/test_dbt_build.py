@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from dagster_dbt import DbtCliResource
 
 from sofia_pipelines.defs.dbt.assets import defs as dbt_defs
 from sofia_runtime.simulator import MarketSimulator
@@ -97,6 +98,18 @@ def test_failing_dbt_test_shows_as_failed_check(data_dir, resources):
     result = _materialize(resources)
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
     assert any("spread_bps" in c.check_name and c.asset_key.path[-1] == "stg_books" for c in failed)
+
+
+def test_dbt_resource_knows_its_version_without_running_dbt():
+    # SofiaDbtCliResource replaces these DbtCliResource internals: a dagster-dbt that renames them must fail here
+    assert "_cli_version" in vars(DbtCliResource) and "_initialize_dbt_core_adapter" in vars(DbtCliResource)
+    from dbt.version import __version__ as dbt_core
+
+    dbt = dbt_defs.resources["dbt"]
+    # the venv's executable, so the dbt-core this process imports (`dbt --version` would ask PyPI for the latest)
+    assert Path(dbt.dbt_executable) == Path(sys.executable).with_name("dbt")
+    assert str(dbt._cli_version) == dbt_core
+    assert dbt._initialize_dbt_core_adapter(["build"]) is None
 
 
 def test_definitions_validate_on_the_workspace():

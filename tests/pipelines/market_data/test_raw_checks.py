@@ -46,6 +46,8 @@ def test_valid_partitions_pass(good):
     ("books", lambda d: _set(d, 1, "venue", None), "expect_column_values_to_not_be_null"),
     ("books", lambda d: pl.concat([d, d.head(2)]), "expect_compound_columns_to_be_unique"),
     ("trades", lambda d: _set(d, 0, "ts", datetime(2026, 10, 28, 0, 0)), "expect_column_values_to_be_between"),
+    # beyond datetime64[ns]: compared value by value rather than vectorized, and still caught
+    ("trades", lambda d: _set(d, 0, "ts", datetime(3000, 1, 1)), "expect_column_values_to_be_between"),
     ("funding", lambda d: _set(d, 0, "funding_rate", 0.5), "expect_column_values_to_be_between"),
     ("latency", lambda d: _set(_set(d, 0, "ok", True), 0, "latency_ms", -5.0), "expect_column_values_to_be_between"),
     ("fx", lambda d: d.drop("rate").with_columns(pl.lit(1.0).alias("price")), "expect_table_columns_to_match_set"),
