@@ -96,6 +96,7 @@ class PaperVenue:
         self._new_funding: list[dict] = []
         self._closed: list[dict] = []
         self.record_path = record_path
+        self._record_file = None
         record_path.parent.mkdir(parents=True, exist_ok=True)
         if record_path.exists():
             self._reload()
@@ -105,8 +106,9 @@ class PaperVenue:
 
     # --- the venue's own record ---------------------------------------------------------------------
     def _record(self, line: dict) -> None:
-        with self.record_path.open("a") as f:
-            f.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
+        if self._record_file is None:  # kept open: line-buffered, each record reaches the OS as it is written
+            self._record_file = self.record_path.open("a", buffering=1, encoding="utf-8")
+        self._record_file.write(json.dumps(line, default=str, separators=(",", ":")) + "\n")
 
     def _reload(self) -> None:
         with self.record_path.open() as f:
@@ -225,7 +227,9 @@ class PaperVenue:
         return out
 
     async def close(self) -> None:
-        pass
+        if self._record_file is not None:
+            self._record_file.close()
+            self._record_file = None
 
     # --- validation and balances ---------------------------------------------------------------------
     def _validate(self, symbol: str, type: str, side: str, amount: Decimal, price: Decimal | None) -> MarketSpec:
@@ -425,8 +429,8 @@ class PaperVenue:
 
     def sync(self) -> None:
         """Make the venue's record durable (the engine calls it with the journal's group commit)."""
-        with self.record_path.open("a") as f:
-            os.fsync(f.fileno())
+        if self._record_file is not None:
+            os.fsync(self._record_file.fileno())
 
 
 def _day(ms: int):
