@@ -29,7 +29,7 @@ from sofia_runtime.exchange.base import (ExchangeError, InsufficientFunds, Inval
 from sofia_runtime.exchange.paper import MarketSpec, PaperVenue, book_levels, dec
 from sofia_runtime.fees import FeeSchedule
 from sofia_runtime.fill_model import FillParams
-from sofia_runtime.gate import Decision, GateParams, Intent, Leg, LegInputs, evaluate, limit_order_ev
+from sofia_runtime.gate import GateParams, Intent, Leg, LegInputs, evaluate, limit_order_ev
 from sofia_runtime.journal import Journal, decimals, journal_files, read_records
 from sofia_runtime.limits import Limits, RiskState
 from sofia_runtime.marketdata import BOOK, FUNDING, Book, Books
@@ -196,11 +196,6 @@ class Engine:
     @property
     def venues_list(self) -> list[str]:
         return list(self.venues)
-
-    def preview(self, intent: Intent, inputs: list[LegInputs] | None = None) -> Decision:
-        """What the gate would say, without journaling; `inputs` when the strategy already has them."""
-        return evaluate(intent, inputs or [self._leg_inputs(leg) for leg in intent.legs], self.gate_params,
-                        detail=False)
 
     def limit_order_ev(self, price: float, amount: float, edge_usd: float, inputs: LegInputs) -> float:
         """What the gate's EV would be for one limit leg at `price` (gate.limit_order_ev), without journaling."""

@@ -92,8 +92,8 @@ def _leg_terms(type_: str, price: float, amount: float, x: LegInputs, params: Ga
             x.slippage_quote * x.usd_per_quote, miss)
 
 
-def evaluate(intent: Intent, inputs: list[LegInputs], params: GateParams, detail: bool = True) -> Decision:
-    """The decision; `detail=False` (a strategy comparing candidates) leaves out the per-leg inputs and the reason."""
+def evaluate(intent: Intent, inputs: list[LegInputs], params: GateParams) -> Decision:
+    """The decision, with every leg's inputs and the reason."""
     p, fees, tax, slippage, miss, edge = 1.0, 0.0, 0.0, 0.0, 0.0, intent.edge_usd
     legs = []
     for leg, x in zip(intent.legs, inputs, strict=True):
@@ -108,16 +108,13 @@ def evaluate(intent: Intent, inputs: list[LegInputs], params: GateParams, detail
         tax += leg_tax
         slippage += leg_slippage
         miss += leg_miss
-        if detail:
-            legs.append({"venue": leg.venue, "symbol": leg.symbol, "side": leg.side, "type": leg.type,
-                         "price": price, "amount": leg.amount, "mid": x.mid, "spread": x.spread, "vol": x.vol,
-                         "distance_spreads": distance, "p_fill": p_leg, "fee_rate": x.fee_rate,
-                         "tax_rate": x.tax_rate, "notional_usd": notional})
+        legs.append({"venue": leg.venue, "symbol": leg.symbol, "side": leg.side, "type": leg.type,
+                     "price": price, "amount": leg.amount, "mid": x.mid, "spread": x.spread, "vol": x.vol,
+                     "distance_spreads": distance, "p_fill": p_leg, "fee_rate": x.fee_rate,
+                     "tax_rate": x.tax_rate, "notional_usd": notional})
     ev = p * (edge - fees - tax - slippage) - (1.0 - p) * miss
     if not math.isfinite(ev):
         return _reject(intent, inputs, "EV is not a number (missing market data)")
-    if not detail:
-        return Decision(intent.reduce_only or ev > params.threshold_usd, ev, p, edge, fees, tax, slippage, miss, "")
     if intent.reduce_only:
         passed, reason = True, f"reduce-only: closes risk whatever its EV ({ev:.4f} USD)"
     elif ev > params.threshold_usd:

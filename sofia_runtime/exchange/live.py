@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import time
 import logging
 import re
@@ -276,12 +277,16 @@ class LiveVenue:
         return await self._call("fetch_order_book", symbol, limit)
 
     # ---- websocket market data
-    def stream_method(self) -> str | None:
-        """How this venue's books stream (stream_method_for), or None. A venue whose REST url was moved
-        elsewhere (a test server, a proxy) streams only with its own websocket url: never the real venue's."""
+    @functools.cached_property
+    def _stream_method(self) -> str | None:
         if self._base_url is not None and self._ws_url is None:
             return None
         return stream_method_for(self._ex.id)
+
+    def stream_method(self) -> str | None:
+        """How this venue's books stream (stream_method_for), or None. A venue whose REST url was moved
+        elsewhere (a test server, a proxy) streams only with its own websocket url: never the real venue's."""
+        return self._stream_method
 
     def _streamer(self):
         if self._stream is None:
@@ -337,7 +342,7 @@ async def live_events(venue: LiveVenue, symbols: list[str], books, engine, marke
                         streamed += 1
                         yield event
             except base.NetworkError as exc:
-                engine._error("market_data", f"{venue.name} websocket stream: {exc}")
+                engine._error("market_data", f"{venue.name} {STREAM_ERROR}{exc}")
                 if streamed:  # it was working: reconnect at once (ccxt.pro connects again on the next watch)
                     continue
                 if market_data == "websocket":
