@@ -43,10 +43,11 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sofia_pipelines.defs.attribution.compute import (UsdRates, arrival_mids, market_time, payloads, quote_of,
                                                       record_time, runtime_strategies)
+from sofia_pipelines.validation import validated
 from sofia_runtime.control import PauseState, pause_unless_paused, read_pause
 from sofia_runtime.schemas import ANOMALY_ACTIONS, ANOMALY_SCORES, TS
 
@@ -121,12 +122,7 @@ def load_config(path: Path = CONFIG_PATH) -> AnomalyConfig:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read: {exc}") from exc
-    try:
-        return AnomalyConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc']) or '(top)'}': {e['msg']}"
-                             for e in exc.errors())
-        raise ValueError(f"{path}: {problems}") from None
+    return validated(AnomalyConfig, raw, str(path))
 
 
 # --- series ---------------------------------------------------------------------------------------------------

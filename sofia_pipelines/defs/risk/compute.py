@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sofia_pipelines.defs.fees.compute import CONFIG_DIR, load_yaml
+from sofia_pipelines.validation import validated
 from sofia_pipelines.defs.risk.monte_carlo import MonteCarloConfig, RiskHistory
 from sofia_runtime.config import STRATEGIES
 from sofia_runtime.schemas import RISK_LIMITS
@@ -102,12 +103,7 @@ def risk_config(data: dict | None = None, origin: str | None = None) -> RiskConf
     origin = origin or str(CONFIG_DIR / CONFIG_FILE)
     if data is None:
         data = load_yaml(CONFIG_FILE)
-    try:
-        return RiskConfig.model_validate(data or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc']) or '(top)'}': {e['msg']}"
-                             for e in exc.errors())
-        raise ValueError(f"{origin}: {problems}") from None
+    return validated(RiskConfig, data, origin)
 
 
 # --- limits ------------------------------------------------------------------------------------------
