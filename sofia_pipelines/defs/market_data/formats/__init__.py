@@ -1,0 +1,93 @@
+"""File formats the files source reads, and the registry that tells them apart.
+
+A format is an object with
+    name: str
+    matches(path, head) -> bool      decided from the file's first bytes (`head`, up to HEAD_BYTES) and, only
+                                     where the format itself carries no column names, from the file name
+    read(path, hints) -> Iterator[tuple[str, pl.DataFrame]]
+                                     yields (raw table name, frame with that raw table's columns) in bounded
+                                     batches; `check_raw_frame` is applied by the source, not by the format
+Formats whose rows do not name venue, symbol, market or timeframe take them from `hints`, which the source
+works out from the path (see `hints_from_path`). Modules listing formats: this package's own modules and
+`tardis`, `binance`; each exposes `FORMATS: list[Format]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from sofia_runtime.schemas import SchemaError
+
+HEAD_BYTES = 4096
+BATCH_ROWS = 250_000  # rows per yielded frame: bounded memory on multi-GB files
+IGNORED_SUFFIXES = (".md",)  # README.md, SOURCE.md: documentation beside the data
+
+
+@dataclass(frozen=True)
+class FileHints:
+    """What the path says about a file's rows: None where the path does not say it."""
+
+    venue: str | None = None
+    symbol: str | None = None  # ccxt unified: BTC/USDT, BTC/USDT:USDT
+    market: str | None = None  # "spot" or "perp"
+    timeframe: str | None = None  # ccxt style: "1m", "5m", "1h", "8h", "1d"
+    kind: str | None = None  # what the file name says it holds: "candles", "funding", "mark", "trades" …
+
+    def require(self, origin: str, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise SchemaError(origin, f"the file's rows do not name {missing} and the path does not say them "
+                                      "(expected e.g. <venue>_<BASE>_<QUOTE>[_<SETTLE>]_<timeframe>.parquet)")
+
+
+class Format(Protocol):
+    name: str
+
+    def matches(self, path: Path, head: bytes) -> bool: ...
+
+    def read(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.DataFrame]]: ...
+
+
+_MODULES = ("columns", "ccxt_json", "tardis", "binance")
+
+
+def registered() -> list[Format]:
+    """Every known format, most specific first (a format's module that is absent is simply not there yet)."""
+    formats: list[Format] = []
+    for module in _MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module}":
+                raise
+            continue
+        formats.extend(mod.FORMATS)
+    # vendor formats (tardis, binance) are more specific than the generic column formats: try them first
+    return sorted(formats, key=lambda f: getattr(f, "generic", False))
+
+
+def is_ignored(path: Path) -> bool:
+    """Documentation and hidden files beside the data: listed, never read."""
+    return path.name.startswith(".") or path.suffix.lower() in IGNORED_SUFFIXES
+
+
+def read_head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(HEAD_BYTES)
+
+
+def format_of(path: Path) -> Format:
+    """The one format that reads `path`; an error naming the file and what was expected otherwise."""
+    head = read_head(path)
+    formats = registered()
+    for fmt in formats:
+        if fmt.matches(path, head):
+            return fmt
+    raise SchemaError(str(path), "not a file in a known format; expected one of "
+                                 f"{[f.name for f in formats]} (see README, Sources)")
