@@ -48,6 +48,10 @@ class TableSchema:
 
     def conform(self, df: pl.DataFrame, origin: str) -> pl.DataFrame:
         """Select and cast this table's columns; raise SchemaError naming what does not fit."""
+        # an absent nullable column is one the source does not have (a receive time, a mark price): nulls
+        absent = [c for c in self.columns if c not in df.columns and c in self.nullable]
+        if absent:
+            df = df.with_columns(pl.lit(None, dtype=self.columns[c]).alias(c) for c in absent)
         missing = [c for c in self.columns if c not in df.columns]
         if missing:
             raise SchemaError(origin, f"missing column(s) {missing}; expected {list(self.columns)}", field=missing[0])
@@ -100,16 +104,21 @@ U, F, I, B, D = pl.Utf8, pl.Float64, pl.Int64, pl.Boolean, pl.Date
 MONEY = pl.Decimal(38, 18)  # journal amounts are Decimal strings; they stay exact in the warehouse
 
 # --- raw market data (warehouse schema `raw`) --------------------------------------------------
-# `symbol` is ccxt's unified symbol: BTC/USDT for spot, BTC/USDT:USDT for a USDT-margined perp.
-# `market` is "spot" or "perp".
-CANDLES = _schema("candles", ("venue", "symbol", "ts"), description="1-minute OHLCV candles",
-                  venue=U, symbol=U, market=U, ts=TS, open=F, high=F, low=F, close=F, volume=F)
-BOOKS = _schema("books", ("venue", "symbol", "ts"), description="top-of-book snapshots",
-                venue=U, symbol=U, market=U, ts=TS, bid=F, ask=F, bid_size=F, ask_size=F)
-TRADES = _schema("trades", ("venue", "symbol", "trade_id"), description="public trades (side = taker side)",
-                 venue=U, symbol=U, market=U, ts=TS, trade_id=U, side=U, price=F, amount=F)
-FUNDING = _schema("funding", ("venue", "symbol", "ts"), description="perp funding rates as charged per interval",
-                  venue=U, symbol=U, ts=TS, funding_rate=F)
+# `venue` is ccxt's exchange id (binance, okx, bybit …). `symbol` is ccxt's unified symbol: BTC/USDT for
+# spot, BTC/USDT:USDT for a USDT-margined perp, BTC/USD:BTC for an inverse perp. `market` is "spot" or "perp".
+# `ts` is the exchange's time; `local_ts`, where a recording has it, the time the recorder received the row.
+CANDLES = _schema("candles", ("venue", "symbol", "timeframe", "ts"),
+                  description="OHLCV candles of every timeframe a source has (ccxt style: 1m, 5m, 1h, 8h, 1d), "
+                              "ts = bar open time; analytics resample from the finest one",
+                  venue=U, symbol=U, market=U, timeframe=U, ts=TS, open=F, high=F, low=F, close=F, volume=F)
+BOOKS = _schema("books", ("venue", "symbol", "ts"), nullable=("local_ts",), description="top-of-book snapshots",
+                venue=U, symbol=U, market=U, ts=TS, bid=F, ask=F, bid_size=F, ask_size=F, local_ts=TS)
+TRADES = _schema("trades", ("venue", "symbol", "trade_id"), nullable=("local_ts",),
+                 description="public trades (side = taker side)",
+                 venue=U, symbol=U, market=U, ts=TS, trade_id=U, side=U, price=F, amount=F, local_ts=TS)
+FUNDING = _schema("funding", ("venue", "symbol", "ts"), nullable=("mark_price", "index_price"),
+                  description="perp funding rates as charged per interval, with the mark and index price where known",
+                  venue=U, symbol=U, ts=TS, funding_rate=F, mark_price=F, index_price=F)
 LATENCY = _schema("latency", ("venue", "endpoint", "ts"), nullable=("latency_ms", "error"),
                   description="latency-probe samples; latency_ms null and error set when the probe failed",
                   venue=U, endpoint=U, ts=TS, latency_ms=F, ok=B, error=U)

@@ -282,7 +282,8 @@ class MarketSimulator:
         lows = np.minimum(minute_mid.min(axis=1) / wick[:, 1], np.minimum(opens, closes))
         candle_ts = np.datetime64(t0, "ms") + (np.arange(MIN_PER_DAY) * 60_000).astype("timedelta64[ms]")
         keep = minute_alive
-        candles = pl.DataFrame({**{c: [v] * int(keep.sum()) for c, v in common.items()}, "ts": candle_ts[keep],
+        candles = pl.DataFrame({**{c: [v] * int(keep.sum()) for c, v in common.items()},
+                                "timeframe": ["1m"] * int(keep.sum()), "ts": candle_ts[keep],
                                 "open": opens[keep], "high": highs[keep], "low": lows[keep],
                                 "close": closes[keep], "volume": volume[keep]})
         return books, candles, trades

@@ -67,7 +67,8 @@ class CcxtSource:
         for venue in self.venues:
             rows += getattr(self, f"_{table}")(venue, start, end)
         schema = RAW_TABLES[table]
-        df = pl.DataFrame(rows, schema=list(schema.columns), orient="row") if rows else schema.empty()
+        # rows fill the table's leading columns; the nullable ones after them (local_ts, mark_price …) stay null
+        df = pl.DataFrame(rows, schema=list(schema.columns)[:len(rows[0])], orient="row") if rows else schema.empty()
         return schema.conform(df, f"{self.name} {table}").filter((pl.col("ts") >= start) & (pl.col("ts") < end))
 
     def _market(self, venue: str, symbol: str) -> str:
@@ -81,7 +82,7 @@ class CcxtSource:
                 page = ex.fetch_ohlcv(symbol, "1m", since=since, limit=PAGE)
                 if not page or page[-1][0] < since:
                     break
-                out += [(venue, symbol, market, _ts(t), o, h, l, c, v) for t, o, h, l, c, v in page]
+                out += [(venue, symbol, market, "1m", _ts(t), o, h, l, c, v) for t, o, h, l, c, v in page]
                 since = page[-1][0] + 60_000
         return out
 

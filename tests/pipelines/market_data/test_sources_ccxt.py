@@ -69,7 +69,7 @@ def test_candles_parsed_by_ccxt_and_paginated_to_the_window(binance):
     start = datetime.utcfromtimestamp(first_ts / 1000)
     df = src.load("candles", start, datetime(2024, 2, 1))
     assert df.schema == RAW_TABLES["candles"].polars_schema
-    assert df.rows() == [("binance", "BTC/USDT", "spot", datetime.utcfromtimestamp(t / 1000), o, h, l, c, v)
+    assert df.rows() == [("binance", "BTC/USDT", "spot", "1m", datetime.utcfromtimestamp(t / 1000), o, h, l, c, v)
                          for t, o, h, l, c, v in recorded["parsedResponse"]]
     # the replayed page does not advance past its last bar, so paging stops instead of looping
     assert sum("/api/v3/klines" in u for u in binance.requests) == 2
