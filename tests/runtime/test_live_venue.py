@@ -242,7 +242,7 @@ class _Engine:
         self.errors.append((kind, message))
 
 
-def _follow(fake, market_data, script, seconds=8.0, **kw):
+def _follow(fake, market_data, script, seconds=60.0, **kw):  # seconds: a hang catcher
     """Run live_events for BTC and ETH; script(n, engine) is called at each event. Returns (engine, [(mode, symbol,
     bid)] per event)."""
     async def body(v):
@@ -297,10 +297,13 @@ def test_websocket_only_market_data_reports_the_venue_unreachable_instead_of_pol
         engine = _Engine()
         events = live_events(v, [BTC], Books(), engine, "websocket", stream_retry_s=0.2)
         pending = asyncio.ensure_future(anext(events))
-        await asyncio.sleep(1.0)
+        for _ in range(6000):  # the refusal reaches the engine after the first attempt; 60 s catches a hang
+            if engine.venue_error:
+                break
+            await asyncio.sleep(0.01)
         assert not pending.done() and engine.venue_error.startswith("websocket stream: ")
         fake.stream_refused = False
-        await asyncio.wait_for(pending, 5)
+        await asyncio.wait_for(pending, 60)
         await events.aclose()
         return engine
 
