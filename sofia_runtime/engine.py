@@ -37,6 +37,7 @@ from sofia_runtime.metrics import Metrics
 from sofia_runtime.snapshot import Snapshot
 from sofia_runtime.strategies.base import Cancel, Strategy
 from sofia_runtime.tax import rate_on, rules_from_table
+from sofia_runtime.tradable import refusal_map
 
 ZERO = Decimal(0)
 
@@ -108,6 +109,7 @@ class Engine:
         self.snapshot_error: str | None = None
         self._pending_balance: list[Execution] = []
         self.instruments: set[tuple[str, str]] = set()
+        self.not_tradable: dict[tuple[str, str], str] = {}  # refused at start (sofia_runtime.tradable), with why
         self._fills_for_strategy: list[dict] = []
         self.unknown: dict[str, OpenOrder] = {}  # sent, outcome unknown after retries
         self.order_guard = None  # () -> reason an order may not be sent now (the trading lease), or None
@@ -270,6 +272,8 @@ class Engine:
             ages = [self.book_age_s(leg.venue, leg.symbol) for leg in intent.legs]
             self._refresh_risk_state()
             block = self.limits.check(intent, self.state, ages, [leg["notional_usd"] for leg in decision.legs])
+            block = block or next((f"not tradable: {self.not_tradable[(leg.venue, leg.symbol)]}" for leg in intent.legs
+                                   if (leg.venue, leg.symbol) in self.not_tradable and not intent.reduce_only), None)
         passed = decision.passed and block is None
         result = "passed" if passed else ("blocked" if block else "rejected")
         decided = time.perf_counter() - t0
@@ -832,6 +836,7 @@ class Engine:
             "pnl": {"net_usd": round(net, 6), "fees_usd": round(fees, 6), "gross_usd": round(net + fees, 6),
                     "today_usd": round(self.state.pnl_today_usd, 6)},
             "counters": dict(self.counters),
+            "not_tradable": refusal_map(self.not_tradable),
             "journal": {"dir": str(self.journal.dir), "seq": self.journal.seq, "fsyncs": self.journal.fsyncs},
         }
 

@@ -31,6 +31,8 @@ from sofia_runtime.journal import Journal, JournalError, decimals
 from sofia_runtime.lease import TradingLease
 from sofia_runtime.marketdata import Books, ReplayFeed
 from sofia_runtime.snapshot import Snapshot, SnapshotError, SnapshotWatcher, load_current
+from sofia_runtime.tradable import (instrument_refusals, nothing_to_trade, refusal_map, requested_instruments,
+                                    snapshot_readiness)
 
 REFERENCE_SYMBOL = "BTC/USDT"  # prices a non-USD quote currency in USD
 
@@ -171,6 +173,9 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         snapshot = load_current(paths.serving_dir(), max_age)
     except SnapshotError as exc:
         raise RefusedToStart(f"no snapshot to trade on: {exc}") from exc
+    readiness = snapshot_readiness(snapshot.tables)
+    if not readiness.ok:
+        raise RefusedToStart(f"snapshot {snapshot.snapshot_id} has nothing to trade: " + "; ".join(readiness.refusals))
     try:
         journal = Journal(paths.audit_dir(), runtime_id)
     except JournalError as exc:
@@ -198,8 +203,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             loop.add_signal_handler(sig, engine.stopping.set)
         venues = _build_venues(cfg, snapshot, books, engine)
         engine.attach_venues(venues)
-        instruments = strategy.instruments(engine)
-        engine.instruments = instruments
+        instruments = _tradable_instruments(cfg, snapshot, engine, strategy, readiness.warnings)
         feed = None
         if cfg.mode != "live":  # built before waiting for a lease, so a standby takes over without this delay
             keep = instruments | {(v, REFERENCE_SYMBOL) for v in venues}
@@ -297,6 +301,30 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
         return 0
     finally:
         await server.cleanup()
+
+
+def _tradable_instruments(cfg: RuntimeConfig, snapshot: Snapshot, engine: Engine, strategy,
+                          warnings: list[str]) -> set[tuple[str, str]]:
+    """The strategy's instruments less those the snapshot lacks an input for; the refused ones are journaled (one
+    `instrument_refused` record) and shown in the status. None left: the runtime refuses to start."""
+    wanted = strategy.instruments(engine)
+    needs_replay = cfg.mode != "live" and cfg.source == "replay"
+    refused = instrument_refusals(snapshot.tables, wanted | requested_instruments(cfg, snapshot.tables, engine.venues),
+                                  cfg.strategy, needs_replay)
+    engine.not_tradable = refused
+    instruments = wanted - set(refused)
+    engine.instruments = instruments
+    if refused:
+        engine.journal.append_durable("instrument_refused", {"not_tradable": refusal_map(refused),
+                                                             "trading": sorted(f"{v} {s}" for v, s in instruments)})
+    if not instruments:
+        reason = nothing_to_trade(cfg.strategy, refused, warnings)
+        engine.journal.append_durable("stop", decimals({"reason": f"refused to start: {reason}", "market_ts": 0,
+                                                         "counters": dict(engine.counters), "net_pnl_usd": 0.0,
+                                                         "fees_usd": 0.0}))
+        engine.journal.close()
+        raise RefusedToStart(reason)
+    return instruments
 
 
 def simulated_today() -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from sofia_runtime.schemas import REPLAY_TABLES, SERVING_TABLES
+from sofia_runtime.tradable import Readiness, snapshot_readiness
 
 ALL_TABLES = {**SERVING_TABLES, **REPLAY_TABLES}
 ON_DISK = ("replay_books", "replay_trades")  # read when asked for, not held by a loaded snapshot
@@ -49,8 +50,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(tables: dict[str, pl.DataFrame], partition: str, serving_dir: Path, keep: int = 5) -> str:
-    """Write every runtime-facing table, then switch CURRENT to the new snapshot; prune to the last `keep`."""
+def write_snapshot_folder(tables: dict[str, pl.DataFrame], partition: str, serving_dir: Path) -> str:
+    """Write every runtime-facing table and the manifest into `<serving>/<snapshot_id>/` (staged, then renamed
+    whole); CURRENT is not touched. Returns the snapshot id."""
     missing = sorted(set(ALL_TABLES) - set(tables))
     if missing:
         raise SnapshotError(f"snapshot for {partition} lacks table(s) {missing}")
@@ -68,13 +70,37 @@ def write_snapshot(tables: dict[str, pl.DataFrame], partition: str, serving_dir:
     for path in staging.iterdir():
         with path.open("rb") as f:
             os.fsync(f.fileno())
-    final = serving_dir / snapshot_id
-    staging.rename(final)
+    staging.rename(serving_dir / snapshot_id)
+    _fsync_dir(serving_dir)
+    return snapshot_id
+
+
+def validate_snapshot(serving_dir: Path, snapshot_id: str, reasons: dict[str, str] | None = None
+                      ) -> tuple[Snapshot, Readiness]:
+    """Read a written snapshot back as the runtime will (manifest, hashes, rows, schema) and judge whether it can
+    be traded on (sofia_runtime.tradable); SnapshotError when it cannot be read."""
+    snapshot = load_snapshot(serving_dir / snapshot_id)
+    return snapshot, snapshot_readiness(snapshot.tables, reasons)
+
+
+def switch_current(serving_dir: Path, snapshot_id: str, keep: int = 5) -> None:
+    """CURRENT names `snapshot_id` from now on (atomic rename); prune to the last `keep` snapshots."""
     pointer = serving_dir / f".CURRENT.{snapshot_id}"
     pointer.write_text(snapshot_id + "\n")
     os.replace(pointer, serving_dir / "CURRENT")
     _fsync_dir(serving_dir)
     _prune(serving_dir, keep, snapshot_id)
+
+
+def write_snapshot(tables: dict[str, pl.DataFrame], partition: str, serving_dir: Path, keep: int = 5) -> str:
+    """Write the snapshot, validate it, and only then switch CURRENT to it. A snapshot that fails validation or
+    has nothing the runtime could trade stays on disk for inspection, CURRENT unchanged, and SnapshotError says
+    why."""
+    snapshot_id = write_snapshot_folder(tables, partition, serving_dir)
+    _, readiness = validate_snapshot(serving_dir, snapshot_id)
+    if not readiness.ok:
+        raise SnapshotError(f"snapshot {snapshot_id} refused, CURRENT left as it was: " + "; ".join(readiness.refusals))
+    switch_current(serving_dir, snapshot_id, keep)
     return snapshot_id
 
 
@@ -196,7 +222,11 @@ class SnapshotWatcher:
         try:
             sid = current_id(self.serving_dir)
             if self.snapshot is None or sid != self.snapshot.snapshot_id:
-                self.snapshot = load_snapshot(self.serving_dir / sid, self.max_age)
+                snapshot = load_snapshot(self.serving_dir / sid, self.max_age)
+                readiness = snapshot_readiness(snapshot.tables)
+                if not readiness.ok:
+                    raise SnapshotError(f"snapshot {sid} has nothing to trade: " + "; ".join(readiness.refusals))
+                self.snapshot = snapshot
             self.last_error = None
         except SnapshotError as exc:
             self.last_error = str(exc)

@@ -18,6 +18,12 @@ def _tables() -> dict[str, pl.DataFrame]:
         "venue": ["binance"], "symbol": ["BTC/USDT"], "market": ["spot"], "tier": ["VIP0"], "min_volume_30d_usd": [0.0],
         "maker": [0.001], "taker": [0.001], "funding_interval_hours": [None], "valid_from": [date(2024, 1, 1)],
         "valid_to": [None], "source": ["test"], "selected": [True]})
+    tables["markets"] = pl.DataFrame({
+        "venue": ["binance"], "symbol": ["BTC/USDT"], "market": ["spot"], "base": ["BTC"], "quote": ["USDT"],
+        "price_tick": [0.01], "amount_step": [1e-5], "min_amount": [1e-5], "min_notional": [5.0]})
+    tables["risk_limits"] = pl.DataFrame({
+        "venue": ["binance"], "symbol": ["BTC/USDT"], "max_position": [1.0], "max_notional_usd": [10_000.0],
+        "max_open_orders": [4], "daily_loss_limit_usd": [100.0]})
     return tables
 
 
@@ -80,3 +86,44 @@ def test_runtime_modules_do_not_import_the_orchestration_stack():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'dbt', 'great_expectations')];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_snapshot_with_nothing_to_trade_stays_on_disk_and_current_is_unchanged(tmp_path):
+    good = write_snapshot(_tables(), "2026-10-30", tmp_path)
+    tables = _tables()
+    tables["fee_table"] = tables["fee_table"].with_columns(symbol=pl.lit("ETH/USDT"))  # no instrument has all three
+    with pytest.raises(SnapshotError, match="refused, CURRENT left as it was: no instrument has a market, a selected "
+                                            "fee row and risk limits"):
+        write_snapshot(tables, "2026-10-31", tmp_path)
+    assert current_id(tmp_path) == good
+    refused = [p for p in tmp_path.iterdir() if p.is_dir() and "2026-10-31" in p.name]
+    assert len(refused) == 1 and (refused[0] / "manifest.json").exists()  # kept for inspection
+    tables["markets"] = tables["markets"].clear()
+    with pytest.raises(SnapshotError, match="markets is empty"):
+        write_snapshot(tables, "2026-11-01", tmp_path)
+    assert current_id(tmp_path) == good
+
+
+def test_empty_optional_tables_are_warnings_with_their_reason(tmp_path):
+    from sofia_runtime.snapshot import validate_snapshot, write_snapshot_folder
+
+    sid = write_snapshot_folder(_tables(), "2026-10-31", tmp_path)
+    assert not (tmp_path / "CURRENT").exists()  # written, not published
+    snapshot, readiness = validate_snapshot(tmp_path, sid, {"fill_model": "candle-only data: no trades to fit on"})
+    assert readiness.ok and readiness.tradable == [("binance", "BTC/USDT")]
+    assert any(w.startswith("fill_model is empty (candle-only data: no trades to fit on)") for w in readiness.warnings)
+    assert any(w.startswith("route_table is empty") for w in readiness.warnings)
+    assert any(w.startswith("replay_books is empty") for w in readiness.warnings)
+
+
+def test_watcher_refuses_a_current_with_nothing_to_trade(tmp_path):
+    from sofia_runtime.snapshot import switch_current, write_snapshot_folder
+
+    good = write_snapshot(_tables(), "2026-10-30", tmp_path)
+    watcher = SnapshotWatcher(tmp_path)
+    assert watcher.poll().snapshot_id == good
+    tables = _tables()
+    tables["risk_limits"] = tables["risk_limits"].clear()
+    switch_current(tmp_path, write_snapshot_folder(tables, "2026-10-31", tmp_path))  # as if published by hand
+    assert watcher.poll().snapshot_id == good
+    assert "risk_limits is empty" in watcher.last_error
