@@ -46,8 +46,9 @@ class TableSchema:
     def duckdb_columns(self) -> str:
         return ", ".join(f'"{c}" {_duckdb_type(t)}' for c, t in self.columns.items())
 
-    def conform(self, df: pl.DataFrame, origin: str) -> pl.DataFrame:
-        """Select and cast this table's columns; raise SchemaError naming what does not fit."""
+    def conform(self, df: pl.DataFrame, origin: str, row_offset: int = 1) -> pl.DataFrame:
+        """Select and cast this table's columns; raise SchemaError naming what does not fit (rows counted
+        from `row_offset`)."""
         # an absent nullable column is one the source does not have (a receive time, a mark price): nulls
         absent = [c for c in self.columns if c not in df.columns and c in self.nullable]
         if absent:
@@ -66,11 +67,12 @@ class TableSchema:
                 bad = cast.is_null() & col.is_not_null()
                 if bad.any():
                     row = int(bad.arg_true()[0])
-                    raise SchemaError(origin, f"value {col[row]!r} is not a valid {dtype}", row=row + 1, field=name)
+                    raise SchemaError(origin, f"value {col[row]!r} is not a valid {dtype}", row=row + row_offset,
+                                      field=name)
                 col = cast
             if name not in self.nullable and col.null_count():
                 row = int(col.is_null().arg_true()[0])
-                raise SchemaError(origin, "null where a value is required", row=row + 1, field=name)
+                raise SchemaError(origin, "null where a value is required", row=row + row_offset, field=name)
             out.append(col)
         return pl.DataFrame(out)
 
@@ -142,25 +144,30 @@ TAX_RULES = _schema(
     description="effective-dated Turkish tax parameters; `enabled` is false for proposed rules unless switched on",
     rule_id=U, kind=U, rate=F, valid_from=D, valid_to=D, status=U, enabled=B, source=U)
 ROUTE_TABLE = _schema(
-    "route_table", ("symbol", "side", "hour"), nullable=("runner_up_venue", "runner_up_cost_bps", "margin_bps"),
-    time_column=None, description="cheapest venue per symbol, side and UTC hour for `notional_usd`",
+    "route_table", ("symbol", "side", "hour"),
+    nullable=("runner_up_venue", "runner_up_cost_bps", "margin_bps", "method", "inputs"),
+    time_column=None, description="cheapest venue per symbol, side and UTC hour for `notional_usd`; `method` names "
+                                  "how the best venue's spread and latency were had, `inputs` what its cost left out",
     symbol=U, side=U, hour=I, notional_usd=F, best_venue=U, best_cost_bps=F,
-    runner_up_venue=U, runner_up_cost_bps=F, margin_bps=F)
+    runner_up_venue=U, runner_up_cost_bps=F, margin_bps=F, method=U, inputs=U)
 SESSION_SCHEDULE = _schema(
-    "session_schedule", ("venue", "symbol", "hour"), time_column=None,
-    description="which symbols trade on which venue in which UTC hour",
-    venue=U, symbol=U, hour=I, active=B, score=F, reason=U)
+    "session_schedule", ("venue", "symbol", "hour"), nullable=("method", "inputs"), time_column=None,
+    description="which symbols trade on which venue in which UTC hour; `inputs` names the rules an absent input "
+                "left unapplied",
+    venue=U, symbol=U, hour=I, active=B, score=F, reason=U, method=U, inputs=U)
 FILL_MODEL = _schema(
-    "fill_model", ("venue", "symbol", "side"), time_column=None,
+    "fill_model", ("venue", "symbol", "side"), nullable=("method", "inputs"), time_column=None,
     description="p(fill within h) = 1 - exp(-A * exp(-k * d) * (vol / vol_ref) ** vol_exponent * h), "
                 "d = distance from mid in spreads, h in seconds",
-    venue=U, symbol=U, side=U, intensity_a=F, decay_k=F, vol_ref=F, vol_exponent=F, brier=F, n_obs=I)
+    venue=U, symbol=U, side=U, intensity_a=F, decay_k=F, vol_ref=F, vol_exponent=F, brier=F, n_obs=I,
+    method=U, inputs=U)
 FUNDING_OPPORTUNITIES = _schema(
-    "funding_opportunities", ("venue", "symbol"), nullable=("breakeven_hours",), time_column=None,
+    "funding_opportunities", ("venue", "symbol"), nullable=("breakeven_hours", "method", "inputs"),
+    time_column=None,
     description="delta-neutral spot/perp carry; only rows with offered=true may be traded",
     venue=U, symbol=U, spot_symbol=U, direction=U, mean_funding_rate=F, observed_interval_hours=F,
     annualized_funding=F, fees_cost=F, spread_cost=F, basis_risk_charge=F, net_annual_carry=F,
-    breakeven_hours=F, offered=B, reason=U)
+    breakeven_hours=F, offered=B, reason=U, method=U, inputs=U)
 INVENTORY_TARGETS = _schema(
     "inventory_targets", ("venue", "asset"), time_column=None,
     description="target balance per venue and asset with a tolerance band",
@@ -170,9 +177,10 @@ RISK_LIMITS = _schema(
     description="limits the runtime trades within",
     venue=U, symbol=U, max_position=F, max_notional_usd=F, max_open_orders=I, daily_loss_limit_usd=F)
 MARKETS = _schema(
-    "markets", ("venue", "symbol"), nullable=("min_notional",), time_column=None,
-    description="precision and limits per venue and symbol (tick and step sizes)",
-    venue=U, symbol=U, market=U, base=U, quote=U, price_tick=F, amount_step=F, min_amount=F, min_notional=F)
+    "markets", ("venue", "symbol"), nullable=("min_notional", "source"), time_column=None,
+    description="precision and limits per venue and symbol (tick and step sizes); `source` says how each was resolved",
+    venue=U, symbol=U, market=U, base=U, quote=U, price_tick=F, amount_step=F, min_amount=F, min_notional=F,
+    source=U)
 
 SERVING_TABLES: dict[str, TableSchema] = {
     s.name: s for s in (FEE_TABLE, WITHDRAWAL_FEES, TAX_RULES, ROUTE_TABLE, SESSION_SCHEDULE, FILL_MODEL,

@@ -8,8 +8,12 @@ from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.defs.fees.compute import (fee_table, fetch_fees_with_keys, load_yaml, markets_frame,
                                                withdrawal_fees)
+from sofia_pipelines.defs.fees.markets import (RAW_WITH_MARKETS, find_market_dumps, inferred_markets,
+                                               observed_markets, observed_values, resolve_markets)
 from sofia_pipelines.metadata import preview
+from sofia_pipelines.resources import MarketSourceResource
 from sofia_pipelines.warehouse import read_window, replace_rows
+from sofia_runtime.exchange.live import env_names
 from sofia_runtime.schemas import FEE_TABLE, MARKETS, TAX_RULES, WITHDRAWAL_FEES
 from sofia_runtime.tax import rules_from_config
 
@@ -23,10 +27,37 @@ def _write(warehouse: DuckDBResource, schema, df: pl.DataFrame, **extra) -> dg.M
                                           "preview": preview(df, 12), **extra})
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb", "yaml"},
-          description="Precision and limits per venue and symbol (config/markets.yaml, from ccxt's market data).")
-def markets(warehouse: DuckDBResource) -> dg.MaterializeResult:
-    return _write(warehouse, MARKETS, markets_frame(load_yaml("markets.yaml")))
+@dg.asset(group_name=GROUP, kinds={"duckdb", "yaml", "ccxt"},
+          deps=[dg.AssetKey(["raw", t]) for t in RAW_WITH_MARKETS],
+          description="Precision and limits for every venue and symbol in raw.* (candles, books, trades, funding): "
+                      "from a ccxt load_markets() dump in the source folder, else config/markets.yaml, else inferred "
+                      "from the data's price and amount increments; `source` names which. With no raw data yet, "
+                      "config/markets.yaml's markets.")
+def markets(warehouse: DuckDBResource, market_source: MarketSourceResource) -> dg.MaterializeResult:
+    configured = markets_frame(load_yaml("markets.yaml"))
+    root = getattr(market_source.get(), "root", None)
+    dumps, notes = find_market_dumps(root)
+    with warehouse.get_connection() as conn:
+        observed = observed_markets(conn)
+        if not observed.is_empty():
+            found, unresolved = resolve_markets(observed, dumps, configured,
+                                                lambda rest: inferred_markets(rest, *observed_values(conn, rest)))
+    if observed.is_empty():
+        return _write(warehouse, MARKETS, configured,
+                      note="no market in raw.* yet: config/markets.yaml's markets as they are")
+    by_source = found.group_by("source").len().sort("source")
+    extra = {"resolved_by": dg.MetadataValue.md("\n".join(f"- {s}: {n}" for s, n in by_source.iter_rows())),
+             "ccxt_dumps": ", ".join(str(p) for p, _ in dumps.values()) or "none in the source folder",
+             "unresolved": ", ".join(f"{v} {s}" for v, s in unresolved.select("venue", "symbol").iter_rows())
+                           or "none"}
+    if notes:
+        extra["dump_notes"] = "; ".join(notes)
+    return _write(warehouse, MARKETS, found, **extra)
+
+
+def api_keys(venue: str, env=os.environ) -> tuple[str | None, str | None]:
+    """The venue's key and secret under the names the runtime reads (SOFIA_<VENUE>_API_KEY, SOFIA_<VENUE>_SECRET)."""
+    return tuple(env.get(name) for name in env_names(venue))
 
 
 def _keyed_exchanges() -> dict:
@@ -38,7 +69,7 @@ def _keyed_exchanges() -> dict:
 
     out = {}
     for venue in spec.split(":", 1)[1].split(","):
-        key, secret = (os.environ.get(f"SOFIA_{venue.upper()}_API_{k}") for k in ("KEY", "SECRET"))
+        key, secret = api_keys(venue)
         if key and secret:
             out[venue] = getattr(ccxt, venue)({"apiKey": key, "secret": secret, "enableRateLimit": True})
     return out

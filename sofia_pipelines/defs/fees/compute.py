@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
@@ -27,49 +28,82 @@ def markets_frame(config: Mapping) -> pl.DataFrame:
     return MARKETS.conform(pl.DataFrame(rows), "config/markets.yaml")
 
 
+UNDATED = date(2000, 1, 1)  # a schedule with no start date of its own applies to any day of data
+DEFAULT_SOURCE = "default (no schedule known)"
+
+
+@lru_cache(maxsize=64)
 def ccxt_static_fees(venue: str) -> tuple[float, float] | None:
-    """Maker and taker from ccxt's exchange class, offline (no keys, no network)."""
+    """Maker and taker of ccxt's static schedule for the venue (`fees['trading']` of its exchange class),
+    offline: no keys, no network. None when ccxt has no such exchange or no figures for it."""
     import ccxt
 
-    if not hasattr(ccxt, venue):
+    if venue not in ccxt.exchanges:
         return None
-    trading = getattr(ccxt, venue)().describe().get("fees", {}).get("trading", {})
+    trading = (getattr(ccxt, venue)().fees or {}).get("trading") or {}
     if trading.get("maker") is None or trading.get("taker") is None:
         return None
     return float(trading["maker"]), float(trading["taker"])
 
 
+def override_periods(overrides: Mapping) -> dict[tuple[str, str], list[dict]]:
+    """The override file's periods per (venue, market), in time order. A period without `valid_to` ends where
+    the next one starts; periods that overlap are an error naming them."""
+    periods: dict[tuple[str, str], list[dict]] = {}
+    for o in overrides["trading"]:
+        periods.setdefault((o["venue"], o["market"]), []).append(dict(o))
+    for (venue, market), rows in periods.items():
+        rows.sort(key=lambda o: o["valid_from"])
+        for prev, nxt in zip(rows, rows[1:]):
+            if prev.get("valid_to") is None:
+                prev["valid_to"] = nxt["valid_from"]
+            if prev["valid_to"] > nxt["valid_from"] or prev["valid_from"] == nxt["valid_from"]:
+                raise ValueError(f"config/fees.yaml: trading fees for {venue} {market} overlap: the period from "
+                                 f"{prev['valid_from']} runs to {prev['valid_to']}, the next starts {nxt['valid_from']}")
+    return periods
+
+
+def _override_rows(m: Mapping, periods: list[dict], volume: float) -> list[dict]:
+    rows = []
+    for period in periods:
+        tiers = sorted(period["tiers"], key=lambda t: t["min_volume_30d_usd"])
+        reached = [t for t in tiers if t["min_volume_30d_usd"] <= volume][-1]["tier"]
+        rows += [{"venue": m["venue"], "symbol": m["symbol"], "market": m["market"], "tier": t["tier"],
+                  "min_volume_30d_usd": float(t["min_volume_30d_usd"]), "maker": float(t["maker"]),
+                  "taker": float(t["taker"]), "funding_interval_hours": period.get("funding_interval_hours"),
+                  "valid_from": period["valid_from"], "valid_to": period.get("valid_to"),
+                  "source": f"override: {period['source']}", "selected": t["tier"] == reached} for t in tiers]
+    return rows
+
+
 def fee_table(markets: pl.DataFrame, overrides: Mapping, fetched: Mapping[tuple[str, str], tuple[float, float]],
               static=ccxt_static_fees) -> pl.DataFrame:
-    """One row per venue, symbol and tier. For each (venue, market) the override file wins; then fees
-    fetched with keys (per symbol); then ccxt's static schedule. `selected` marks the tier the desk's
-    30-day volume reaches."""
+    """One row per venue, symbol, tier and period. For each (venue, market) the override file's periods win; then
+    fees fetched with keys (per symbol); then ccxt's static schedule for the venue; then the file's `default`.
+    `selected` marks, in each period, the tier the desk's 30-day volume reaches."""
     volume = float(overrides["desk_volume_30d_usd"])
-    by_market = {(o["venue"], o["market"]): o for o in overrides["trading"]}
+    periods = override_periods(overrides)
+    default = overrides.get("default")
     rows = []
     for m in markets.iter_rows(named=True):
         venue, symbol, market = m["venue"], m["symbol"], m["market"]
-        override = by_market.get((venue, market))
-        if override:
-            tiers = sorted(override["tiers"], key=lambda t: t["min_volume_30d_usd"])
-            reached = [t for t in tiers if t["min_volume_30d_usd"] <= volume][-1]["tier"]
-            for t in tiers:
-                rows.append({"venue": venue, "symbol": symbol, "market": market, "tier": t["tier"],
-                             "min_volume_30d_usd": float(t["min_volume_30d_usd"]), "maker": float(t["maker"]),
-                             "taker": float(t["taker"]),
-                             "funding_interval_hours": override.get("funding_interval_hours"),
-                             "valid_from": override["valid_from"], "valid_to": override.get("valid_to"),
-                             "source": f"override: {override['source']}", "selected": t["tier"] == reached})
+        if (venue, market) in periods:
+            rows += _override_rows(m, periods[(venue, market)], volume)
             continue
         maker_taker, source = fetched.get((venue, symbol)), f"fetch_trading_fees {venue}"
         if maker_taker is None:
             maker_taker, source = static(venue), f"ccxt static schedule {venue}"
+        if maker_taker is None and default:
+            maker_taker, source = (float(default["maker"]), float(default["taker"])), DEFAULT_SOURCE
         if maker_taker is None:
-            raise ValueError(f"no fee for {venue} {symbol}: not in config/fees.yaml, not fetched, not in ccxt")
+            raise ValueError(f"no fee for {venue} {symbol}: not in config/fees.yaml, not fetched, not in ccxt, "
+                             "and config/fees.yaml has no `default`")
         rows.append({"venue": venue, "symbol": symbol, "market": market, "tier": "default",
                      "min_volume_30d_usd": 0.0, "maker": maker_taker[0], "taker": maker_taker[1],
-                     "funding_interval_hours": None, "valid_from": date.today(), "valid_to": None,
+                     "funding_interval_hours": None, "valid_from": UNDATED, "valid_to": None,
                      "source": source, "selected": True})
+    if not rows:
+        return FEE_TABLE.empty()
     return FEE_TABLE.conform(pl.DataFrame(rows, schema_overrides={"funding_interval_hours": pl.Float64,
                                                                   "valid_to": pl.Date}), "fee table")
 
