@@ -1,0 +1,177 @@
+"""What the vendor CSV readers (Tardis.dev, Binance archives) share: the file read as text in bounded
+batches with each row's 1-based data-row number, cells parsed with errors naming row and field, epoch
+times made `Datetime("ms")`, and rows put in time order within a bounded window."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from sofia_runtime.schemas import TS, SchemaError
+
+ROW = "_row"  # the 1-based data row of the file a frame's row came from
+BLOCK_BYTES = 8 << 20  # CSV bytes per batch: memory stays bounded on multi-GB files
+
+# The agreed raw-table columns, in order (nullable: local_ts, mark_price, index_price).
+RAW_COLUMNS = {
+    "candles": ("venue", "symbol", "market", "timeframe", "ts", "open", "high", "low", "close", "volume"),
+    "books": ("venue", "symbol", "market", "ts", "local_ts", "bid", "ask", "bid_size", "ask_size"),
+    "trades": ("venue", "symbol", "market", "ts", "local_ts", "trade_id", "side", "price", "amount"),
+    "funding": ("venue", "symbol", "ts", "funding_rate", "mark_price", "index_price"),
+}
+
+
+def text_head(head: bytes) -> str:
+    """The first bytes of a file as text, gunzipped when the file is gzip (Tardis ships .csv.gz)."""
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head)
+        except zlib.error:
+            return ""
+    return head.decode("utf-8", errors="replace")
+
+
+def first_line(head: bytes) -> str:
+    return text_head(head).lstrip("\ufeff").split("\n", 1)[0].strip()
+
+
+def header_of(path: Path) -> list[str]:
+    with _open_text(path) as fh:
+        return fh.readline().lstrip("\ufeff").strip().split(",")
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path, encoding="utf-8", errors="replace")
+
+
+def csv_batches(path: Path, columns: list[str], has_header: bool) -> Iterator[pl.DataFrame]:
+    """The file as all-text frames of `columns` plus ROW, a bounded number of bytes at a time."""
+    origin = str(path)
+    rows = 0
+    reader = pacsv.open_csv(
+        pa.input_stream(str(path), compression="detect"),
+        read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1 if has_header else 0,
+                                       block_size=BLOCK_BYTES),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                             strings_can_be_null=True, null_values=[""]))
+    try:
+        for batch in reader:
+            frame = pl.from_arrow(pa.Table.from_batches([batch]))
+            yield frame.with_row_index(ROW, offset=rows + 1)
+            rows += frame.height
+    except pa.ArrowInvalid as exc:
+        row = _bad_row(path, len(columns), has_header)
+        raise SchemaError(origin, f"not a CSV row of {len(columns)} fields {columns}: {exc}", row=row) from exc
+
+
+def _bad_row(path: Path, n_fields: int, has_header: bool) -> int | None:
+    """Only on error: the first data row without `n_fields` fields (pyarrow's streaming reader does not say)."""
+    with _open_text(path) as fh:
+        for i, line in enumerate(fh, start=0 if has_header else 1):
+            if i and line.strip() and line.count(",") != n_fields - 1:
+                return i
+    return None
+
+
+def numbers(df: pl.DataFrame, columns: Iterable[str], origin: str, dtype=pl.Float64,
+            required: bool = True) -> pl.DataFrame:
+    """Cast text columns to numbers; a cell that is not one (or empty, when required) names row and field."""
+    casts = []
+    for c in columns:
+        cast = df[c].str.strip_chars().cast(dtype, strict=False)
+        bad = cast.is_null() & (df[c].is_not_null() | required)
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            value = df[c][i]
+            what = "empty where a number is required" if value is None else f"{value!r} is not a number"
+            raise SchemaError(origin, what, row=int(df[ROW][i]), field=c)
+        casts.append(cast.alias(c))
+    return df.with_columns(casts)
+
+
+def booleans(df: pl.DataFrame, column: str, origin: str) -> pl.Series:
+    text = df[column].str.strip_chars().str.to_lowercase()
+    out = text.replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean)
+    if out.null_count():
+        i = int(out.is_null().arg_true()[0])
+        raise SchemaError(origin, f"{df[column][i]!r} is not true or false", row=int(df[ROW][i]), field=column)
+    return out
+
+
+def choice(df: pl.DataFrame, column: str, allowed: dict[str, str], origin: str) -> pl.Series:
+    """Map a text column through `allowed`; any other value names row and field."""
+    out = df[column].str.strip_chars().replace_strict(allowed, default=None, return_dtype=pl.Utf8)
+    if out.null_count():
+        i = int(out.is_null().arg_true()[0])
+        raise SchemaError(origin, f"{df[column][i]!r} is not one of {sorted(allowed)}", row=int(df[ROW][i]),
+                          field=column)
+    return out
+
+
+def epoch_us(col: str | pl.Expr) -> pl.Expr:
+    """Epoch microseconds (Int64) -> Datetime("ms")."""
+    e = pl.col(col) if isinstance(col, str) else col
+    return (e // 1000).cast(TS)
+
+
+def epoch_ms_or_us(col: str) -> pl.Expr:
+    """Epoch milliseconds, or microseconds (Binance spot archives since 2025), told apart by magnitude:
+    1e14 ms is the year 5138, 1e14 µs is 1973."""
+    e = pl.col(col)
+    return pl.when(e >= 10**14).then(e // 1000).otherwise(e).cast(TS)
+
+
+def in_time_order(frames: Iterable[pl.DataFrame], origin: str, window_ms: int = 5_000,
+                  series: tuple[str, ...] = ("symbol",)) -> Iterator[pl.DataFrame]:
+    """Rows sorted by `ts` per series, allowing a row to come up to `window_ms` after a later one (vendor files
+    are in receive order; exchange times jitter). Rows further out of order are an error naming the row."""
+    held: pl.DataFrame | None = None
+    emitted_until = None  # max ts already yielded
+    for frame in frames:
+        if frame.height == 0:
+            continue
+        if emitted_until is not None:
+            late = frame.filter(pl.col("ts") < emitted_until)
+            if late.height:
+                raise SchemaError(origin, f"out of order by more than {window_ms} ms: {late['ts'][0]} comes after "
+                                          f"{emitted_until}", row=int(late[ROW][0]), field="ts")
+        both = frame if held is None else pl.concat([held, frame])
+        both = both.sort([*series, "ts", ROW])
+        cut = both["ts"].max() - timedelta(milliseconds=window_ms)
+        ready, held = both.filter(pl.col("ts") < cut), both.filter(pl.col("ts") >= cut)
+        if ready.height:
+            emitted_until = cut if emitted_until is None else max(emitted_until, cut)
+            yield ready
+    if held is not None and held.height:
+        yield held
+
+
+def last_per_ts(frames: Iterable[pl.DataFrame], series: tuple[str, ...] = ("symbol",)) -> Iterator[pl.DataFrame]:
+    """Keep the last row of each (series, ts) millisecond: raw.books is keyed by time, vendors send several
+    updates within one ms. Frames must come in time order (see `in_time_order`)."""
+    carry: pl.DataFrame | None = None
+    for frame in frames:
+        both = frame if carry is None else pl.concat([carry, frame])
+        if both.height == 0:
+            continue
+        both = both.unique([*series, "ts"], keep="last", maintain_order=True)
+        last_ts = both["ts"].max()
+        carry, ready = both.filter(pl.col("ts") == last_ts), both.filter(pl.col("ts") < last_ts)
+        if ready.height:
+            yield ready
+    if carry is not None and carry.height:
+        yield carry
+
+
+def raw_frame(table: str, df: pl.DataFrame) -> pl.DataFrame:
+    """The frame in the raw table's agreed columns, absent nullable ones as nulls."""
+    nullable = {"local_ts": TS, "mark_price": pl.Float64, "index_price": pl.Float64}
+    missing = [pl.lit(None, dtype=nullable[c]).alias(c) for c in RAW_COLUMNS[table] if c not in df.columns]
+    return df.with_columns(missing).select(RAW_COLUMNS[table])
