@@ -11,14 +11,11 @@ from datetime import datetime
 
 import polars as pl
 
+from sofia_pipelines.defs.market_data.sources import (FUNDING_RATE_BOUND, LATENCY_CEILING_MS, NON_NEGATIVE,
+                                                      ORDERED_PAIRS, PRICE_CEILING, PRICE_COLUMNS, TRADE_SIDES)
 from sofia_runtime.schemas import RAW_TABLES
 
-# A perp's funding rate per interval beyond ±1 % means bad data, not a market (venues cap it near 0.75 %–2 %
-# only in extreme, announced cases; a real one would need a person to look at it anyway).
-FUNDING_RATE_BOUND = 0.01
-PRICE_CEILING = 1e12  # catches inf, which pandas does not treat as missing
-PRICES = {"candles": ("open", "high", "low", "close"), "books": ("bid", "ask"), "trades": ("price",),
-          "fx": ("rate",)}
+# The rules are the load rules of check_raw_frame (sources.py): one definition, checked here on what is stored.
 
 
 @dataclass(frozen=True)
@@ -42,24 +39,23 @@ def suite_for(table: str, start: datetime, end: datetime) -> list:
     out += [e.ExpectColumnValuesToNotBeNull(column=k) for k in schema.keys]
     out.append(e.ExpectCompoundColumnsToBeUnique(column_list=list(schema.keys)))
     out.append(e.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=end, strict_max=True))
-    for col in PRICES.get(table, ()):
+    for col in PRICE_COLUMNS.get(table, ()):
         out.append(e.ExpectColumnValuesToNotBeNull(column=col))
-        out.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=0, max_value=PRICE_CEILING, strict_min=True))
-    if table == "candles":
-        for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")):
-            out.append(e.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True))
-        out.append(e.ExpectColumnValuesToBeBetween(column="volume", min_value=0))
-    if table == "books":
-        out.append(e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="ask", column_B="bid", or_equal=False))
+        out.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=0, max_value=PRICE_CEILING, strict_min=True,
+                                                   strict_max=True))
+    for a, b, or_equal in ORDERED_PAIRS.get(table, ()):
+        out.append(e.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=or_equal))
+    for col in NON_NEGATIVE.get(table, ()):
+        out.append(e.ExpectColumnValuesToNotBeNull(column=col))
+        out.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=0))
     if table == "trades":
-        out.append(e.ExpectColumnValuesToBeBetween(column="amount", min_value=0, strict_min=True))
-        out.append(e.ExpectColumnValuesToBeInSet(column="side", value_set=["buy", "sell"]))
+        out.append(e.ExpectColumnValuesToBeInSet(column="side", value_set=list(TRADE_SIDES)))
     if table == "funding":
         out.append(e.ExpectColumnValuesToNotBeNull(column="funding_rate"))
         out.append(e.ExpectColumnValuesToBeBetween(column="funding_rate", min_value=-FUNDING_RATE_BOUND,
                                                    max_value=FUNDING_RATE_BOUND))
     if table == "latency":
-        out.append(e.ExpectColumnValuesToBeBetween(column="latency_ms", min_value=0, max_value=600_000,
+        out.append(e.ExpectColumnValuesToBeBetween(column="latency_ms", min_value=0, max_value=LATENCY_CEILING_MS,
                                                    row_condition='ok==True', condition_parser="pandas"))
     return out
 

@@ -1,111 +1,83 @@
-"""Market data from files a user brings.
+"""Market data from files a user brings: every file under DIR (recursively, symlinks followed) in one of the
+formats of `formats/` (see README, Sources). The path says what the rows do not:
 
-    DIR/ohlcv/<venue>/<BASE>_<QUOTE>[_<SETTLE>]/<timeframe>.(csv|parquet|json)
-    DIR/funding/<venue>/<BASE>_<QUOTE>.(csv|parquet)
-
-OHLCV has `timestamp` (epoch ms) or `date` (ISO 8601) plus open, high, low, close, volume, or is ccxt's
-JSON list `[[ts, o, h, l, c, v], …]`. A `_<SETTLE>` suffix marks a perp (BTC_USDT_USDT -> BTC/USDT:USDT).
-Funding files are perps' funding rates per interval. `raw.candles` holds 1-minute bars only: other
-timeframes are listed as skipped, not mixed in.
+    DIR/…/<venue>_<BASE>_<QUOTE>[_<SETTLE>]_<tf>[_futures|_funding_rate].parquet   freqtrade's test-data layout
+    DIR/…/<venue>/[futures/]<BASE>_<QUOTE>[_<SETTLE>]-<tf>[-<candle type>].(feather|parquet|json)   freqtrade's own
+    DIR/…/<venue>_<BASE>_<QUOTE>_trades.parquet, <venue>/<BASE>_<QUOTE>-trades.feather           freqtrade trades
+    DIR/ohlcv/<venue>/<BASE>_<QUOTE>[_<SETTLE>]/<tf>.(csv|parquet|json)
+    DIR/funding/<venue>/<BASE>_<QUOTE>[_<SETTLE>].(csv|parquet|json)
+A `_<SETTLE>` part marks a perp (BTC_USDT_USDT -> BTC/USDT:USDT); funding is a perp's by definition.
+Documentation (*.md), hidden files and mark/index/premium-index candles are listed by `ignored()`, not
+read; a file in no known format is an error naming it. Every batch a format yields is checked by
+`check_raw_frame` (rows numbered in the file) before `load` returns anything.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import re
+from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
 
-from sofia_pipelines.defs.market_data.sources import check_raw_frame
+from sofia_pipelines.defs.market_data.formats import FileHints, Format, format_of, is_ignored
+from sofia_pipelines.defs.market_data.sources import check_raw_frame, series_order
 from sofia_runtime.schemas import RAW_TABLES, SchemaError
 
-SUFFIXES = (".csv", ".parquet", ".json")
-OHLCV = ("open", "high", "low", "close", "volume")
+_PAIR = r"(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)(?:_(?P<settle>[A-Z0-9]+))?"
+_TF = r"(?P<tf>\d+[smhdwM])"
+_KIND = r"(?P<kind>futures|spot|mark|index|premiumIndex|funding_rate)"
+FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?P<trades>trades)(?:_\w+)?)$")
+FREQTRADE_OWN = re.compile(rf"^{_PAIR}-(?:{_TF}(?:-{_KIND})?|(?P<trades>trades))$")
+# candle types that are not trades' prices: raw.candles holds what traded
+NOT_TRADED = {"mark": "mark-price candles", "index": "index-price candles", "premiumIndex": "premium-index candles"}
+KINDS = {"futures": "candles", "spot": "candles", "funding_rate": "funding", None: "candles"}
 
 
-def _symbol(pair_dir: str, origin: str) -> tuple[str, str]:
-    parts = pair_dir.split("_")
-    if len(parts) == 2:
-        return f"{parts[0]}/{parts[1]}", "spot"
-    if len(parts) == 3:
-        return f"{parts[0]}/{parts[1]}:{parts[2]}", "perp"
-    raise SchemaError(origin, f"folder {pair_dir!r} is not <BASE>_<QUOTE> or <BASE>_<QUOTE>_<SETTLE>")
+def _symbol(base: str, quote: str, settle: str | None, perp: bool = False) -> tuple[str, str]:
+    if settle or perp:
+        return f"{base}/{quote}:{settle or quote}", "perp"
+    return f"{base}/{quote}", "spot"
 
 
-def _read_table(path: Path) -> pl.DataFrame:
-    origin = str(path)
-    try:
-        if path.suffix == ".parquet":
-            return pl.read_parquet(path)
-        if path.suffix == ".csv":
-            return pl.read_csv(path, infer_schema_length=0)  # all text: we parse and report bad cells ourselves
-        rows = json.loads(path.read_text())
-    except SchemaError:
-        raise
-    except Exception as exc:
-        raise SchemaError(origin, f"unreadable file: {exc}") from exc
-    if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != 6 for r in rows):
-        bad = next((i for i, r in enumerate(rows) if not isinstance(r, list) or len(r) != 6), 0) \
-            if isinstance(rows, list) else 0
-        raise SchemaError(origin, "ccxt OHLCV JSON must be a list of [timestamp, open, high, low, close, volume]",
-                          row=bad + 1)
-    return pl.DataFrame(rows, schema=["timestamp", *OHLCV], orient="row", strict=False)
-
-
-def _parse_time(df: pl.DataFrame, origin: str) -> pl.DataFrame:
-    if "timestamp" in df.columns:
-        raw = df["timestamp"]
-        ms = raw.cast(pl.Int64, strict=False)
-        bad = ms.is_null() & raw.is_not_null() | raw.is_null()
-        field = "timestamp"
-        ts = ms.cast(pl.Datetime("ms"))
-    elif "date" in df.columns:
-        raw = df["date"].cast(pl.Utf8)
-        ts = raw.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms")
-        ts = ts.fill_null(raw.str.to_datetime(strict=False, time_unit="ms").dt.replace_time_zone("UTC"))
-        ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        bad = ts.is_null()
-        field = "date"
+def hints_from_path(path: Path, root: Path) -> FileHints:
+    """Venue, symbol, market, timeframe and kind as far as the path says them."""
+    stem = path.name.split(".")[0]
+    parts = path.relative_to(root).parts
+    for layout in ("ohlcv", "funding"):
+        if layout in parts[:-1]:
+            i = parts.index(layout)
+            tail = parts[i + 1:]
+            if layout == "ohlcv" and len(tail) == 3 and (m := re.fullmatch(_PAIR, tail[1])):
+                return FileHints(tail[0], *_symbol(m["base"], m["quote"], m["settle"]), timeframe=stem,
+                                 kind="candles")
+            if layout == "funding" and len(tail) == 2 and (m := re.fullmatch(_PAIR, stem)):
+                return FileHints(tail[0], *_symbol(m["base"], m["quote"], m["settle"], perp=True), kind="funding")
+            raise SchemaError(str(path), f"a file under {layout}/ must be " + (
+                "ohlcv/<venue>/<BASE>_<QUOTE>[_<SETTLE>]/<timeframe>.<ext>" if layout == "ohlcv"
+                else "funding/<venue>/<BASE>_<QUOTE>[_<SETTLE>].<ext>"))
+    if m := FREQTRADE_FLAT.match(stem):
+        venue = m["venue"]
+    elif m := FREQTRADE_OWN.match(stem):
+        folder = path.parent if path.parent.name != "futures" else path.parent.parent
+        venue = folder.name if folder != root.parent else None
     else:
-        raise SchemaError(origin, "missing column 'timestamp' (epoch ms) or 'date' (ISO 8601)", field="timestamp")
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise SchemaError(origin, f"cannot read {df[field][row]!r} as a time", row=row + 1, field=field)
-    return df.with_columns(ts.alias("ts"))
+        return FileHints()
+    kind = "trades" if m["trades"] else m["kind"] if m["kind"] in NOT_TRADED else KINDS[m["kind"]]
+    symbol, market = _symbol(m["base"], m["quote"], m["settle"], perp=kind == "funding" or m["kind"] == "futures")
+    return FileHints(venue, symbol, market, timeframe=None if kind in ("trades", "funding") else m["tf"], kind=kind)
 
 
-def _numeric(df: pl.DataFrame, columns: tuple[str, ...], origin: str) -> pl.DataFrame:
-    for c in columns:
-        if c not in df.columns:
-            raise SchemaError(origin, f"missing column {c!r}; expected {list(columns)}", field=c)
-        col = df[c]
-        num = col.cast(pl.Float64, strict=False)
-        bad = num.is_null()
-        if bad.any():
-            row = int(bad.arg_true()[0])
-            raise SchemaError(origin, f"{col[row]!r} is not a number", row=row + 1, field=c)
-        df = df.with_columns(num.alias(c))
-    return df
+@dataclass(frozen=True)
+class _Indexed:
+    format: Format
+    hints: FileHints
+    days: dict[str, frozenset[date]]  # raw table -> UTC days it has rows on
 
 
-@lru_cache(maxsize=256)
-def _load_file(path: Path, mtime: float, table: str) -> pl.DataFrame:
-    """Parse and validate one whole file; rows are reported as 1-based data rows of the file."""
-    origin = str(path)
-    df = _parse_time(_read_table(path), origin)
-    venue = path.parents[1].name
-    symbol, market = _symbol(path.parent.name if table == "candles" else path.stem, origin)
-    if table == "candles":
-        df = _numeric(df, OHLCV, origin).with_columns(
-            pl.lit(venue).alias("venue"), pl.lit(symbol).alias("symbol"), pl.lit(market).alias("market"))
-    else:
-        if market == "spot":  # funding files name the perp by its pair: BTC_USDT -> BTC/USDT:USDT
-            symbol = f"{symbol}:{symbol.split('/')[1]}"
-        df = _numeric(df, ("funding_rate",), origin).with_columns(
-            pl.lit(venue).alias("venue"), pl.lit(symbol).alias("symbol"))
-    return check_raw_frame(table, df, origin)
+_INDEX: dict[tuple[Path, int, int], _Indexed] = {}
 
 
 class FilesSource:
@@ -115,31 +87,88 @@ class FilesSource:
         if not self.root.is_dir():
             raise FileNotFoundError(f"files source: {self.root} is not a folder")
 
-    def candle_files(self) -> list[Path]:
-        return sorted(p for p in (self.root / "ohlcv").glob("*/*/1m.*") if p.suffix in SUFFIXES)
+    def _walk(self) -> list[Path]:
+        found = []
+        for folder, dirs, files in os.walk(self.root, followlinks=True):
+            dirs.sort()
+            found += [Path(folder) / f for f in sorted(files)]
+        return found
 
-    def skipped_files(self) -> list[Path]:
-        """OHLCV files of other timeframes, which raw.candles does not hold."""
-        return sorted(p for p in (self.root / "ohlcv").glob("*/*/*.*")
-                      if p.suffix in SUFFIXES and p.stem != "1m")
+    def ignored(self) -> dict[str, str]:
+        """Files deliberately not read (path relative to DIR -> why), for the asset's metadata."""
+        out = {}
+        for path in self._walk():
+            rel = str(path.relative_to(self.root))
+            if is_ignored(path) or any(p.startswith(".") for p in path.relative_to(self.root).parts):
+                out[rel] = "documentation or hidden file"
+            elif (kind := hints_from_path(path, self.root).kind) in NOT_TRADED:
+                out[rel] = f"{NOT_TRADED[kind]}: raw.candles holds traded prices"
+        return out
 
-    def funding_files(self) -> list[Path]:
-        return sorted(p for p in (self.root / "funding").glob("*/*.*") if p.suffix in (".csv", ".parquet"))
+    def data_files(self) -> list[Path]:
+        skipped = self.ignored()
+        return [p for p in self._walk() if str(p.relative_to(self.root)) not in skipped]
 
-    def _files(self, table: str) -> list[Path]:
-        return {"candles": self.candle_files, "funding": self.funding_files}.get(table, list)()
+    def _index(self) -> dict[Path, _Indexed]:
+        out = {}
+        for path in self.data_files():
+            stat = path.stat()
+            key = (path, stat.st_mtime_ns, stat.st_size)
+            if key not in _INDEX:
+                hints = hints_from_path(path, self.root)
+                fmt = format_of(path)
+                days: dict[str, set[date]] = {}
+                scan = getattr(fmt, "times", None)
+                batches = scan(path, hints) if scan else ((t, df["ts"]) for t, df in fmt.read(path, hints))
+                for table, ts in batches:
+                    days.setdefault(table, set()).update(ts.dt.date().unique().to_list())
+                _INDEX[key] = _Indexed(fmt, hints, {t: frozenset(d) for t, d in days.items()})
+            out[path] = _INDEX[key]
+        return out
 
     def provides(self) -> frozenset[str]:
-        return frozenset(t for t in ("candles", "funding") if self._files(t))
-
-    def load(self, table: str, start: datetime, end: datetime) -> pl.DataFrame:
-        frames = [_load_file(p, p.stat().st_mtime, table) for p in self._files(table)]
-        if not frames:
-            return RAW_TABLES[table].empty()
-        return pl.concat(frames).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        return frozenset(t for entry in self._index().values() for t, days in entry.days.items() if days)
 
     def available_days(self) -> list[date]:
-        days: set[date] = set()
-        for p in self.candle_files():
-            days.update(_load_file(p, p.stat().st_mtime, "candles")["ts"].dt.date().unique().to_list())
-        return sorted(days)
+        return sorted({d for entry in self._index().values() for days in entry.days.values() for d in days})
+
+    def load(self, table: str, start: datetime, end: datetime) -> pl.DataFrame:
+        """The table's rows in [start, end) from every file that has some; each file is checked whole."""
+        frames = []
+        for path, entry in self._index().items():
+            if any(start.date() <= d <= end.date() for d in entry.days.get(table, ())):
+                frames += [df.with_columns(pl.lit(str(path)).alias("_file"))
+                           for df in _read_checked(path, entry, table, start, end)]
+        if not frames:
+            return RAW_TABLES[table].empty()
+        df = pl.concat(frames)
+        keys = list(RAW_TABLES[table].keys)
+        dup = df.filter(pl.struct(keys).is_duplicated())
+        if dup.height:
+            files = sorted(dup["_file"].unique().to_list())
+            first = dup.row(0, named=True)
+            raise SchemaError(files[0], f"rows for key {({k: first[k] for k in keys})} are also in {files[1:]}: "
+                                        "one series, one file", field=keys[-1])
+        return df.drop("_file")
+
+
+def _read_checked(path: Path, entry: _Indexed, table: str, start: datetime, end: datetime):
+    """The file's rows of `table` in the window, every batch checked; a series must stay in time order
+    across batches too."""
+    origin, row, last = str(path), 1, None
+    schema = RAW_TABLES[table]
+    series = series_order(schema)[:-1]
+    for name, batch in entry.format.read(path, entry.hints):
+        if name == table:
+            df = check_raw_frame(table, batch, origin, row_offset=row)
+            if last is not None and df.height:
+                firsts = df.with_row_index("_row").group_by(series, maintain_order=True).first()
+                joined = firsts.join(last, on=series, suffix="_last")
+                back = joined.filter(pl.col("ts") < pl.col("ts_last"))
+                if back.height:
+                    raise SchemaError(origin, f"out of order: {back['ts'][0]} comes after a later time",
+                                      row=int(back["_row"][0]) + row, field="ts")
+            last = df.group_by(series).agg(pl.col("ts").max()) if last is None else \
+                pl.concat([last, df.select(*series, "ts")]).group_by(series).agg(pl.col("ts").max())
+            yield df.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        row += batch.height

@@ -10,12 +10,31 @@ import polars as pl
 
 from sofia_runtime.schemas import RAW_TABLES, SchemaError
 
+# The row rules of the raw tables, one definition: `check_raw_frame` refuses a frame that breaks one before
+# anything is written, and the Great Expectations suite (expectations.py) checks the same rules on what is stored.
+PRICE_CEILING = 1e12  # finite and below this: catches inf and garbage such as an epoch time in a price column
 PRICE_COLUMNS = {
     "candles": ("open", "high", "low", "close"),
     "books": ("bid", "ask"),
     "trades": ("price", "amount"),
     "fx": ("rate",),
 }
+# (a, b, or_equal): column a >= b (or > b) on every row
+ORDERED_PAIRS = {
+    "candles": (("high", "open", True), ("high", "close", True), ("open", "low", True), ("close", "low", True)),
+    "books": (("ask", "bid", False),),
+}
+NON_NEGATIVE = {"candles": ("volume",)}
+# A perp's funding rate per interval beyond ±1 % means bad data, not a market (venues cap it near 0.75 %–2 %
+# only in extreme, announced cases; a real one would need a person to look at it anyway).
+FUNDING_RATE_BOUND = 0.01
+TRADE_SIDES = ("buy", "sell")
+LATENCY_CEILING_MS = 600_000
+
+
+def _first_bad(df: pl.DataFrame, good: pl.Expr) -> int | None:
+    bad = df.select((~good).fill_null(True).arg_true().first()).item()
+    return None if bad is None else int(bad)
 
 
 class MarketSource(Protocol):
@@ -56,23 +75,35 @@ def series_order(schema) -> list[str]:
 
 def check_raw_frame(table: str, df: pl.DataFrame, origin: str, row_offset: int = 1) -> pl.DataFrame:
     """Conform `df` to the raw table and refuse what would poison the warehouse: non-finite or
-    non-positive prices, duplicate keys, time going backwards within a series. Errors name the
-    origin, the row (counting from `row_offset`) and the field."""
+    non-positive prices, a candle's high below its low or open/close outside [low, high], negative volume,
+    a crossed book, a trade side other than buy/sell, an out-of-bounds funding rate or latency, duplicate
+    keys, time going backwards within a series. Errors name the origin, the row (counting from
+    `row_offset`) and the field."""
     schema = RAW_TABLES[table]
-    df = schema.conform(df, origin)
+    df = schema.conform(df, origin, row_offset)
+
+    def refuse(good: pl.Expr, field: str, message) -> None:
+        row = _first_bad(df, good)
+        if row is not None:
+            raise SchemaError(origin, message(df.row(row, named=True)), row=row + row_offset, field=field)
+
     for column in PRICE_COLUMNS.get(table, ()):
-        values = df[column].to_numpy()
-        bad = ~np.isfinite(values) | (values <= 0)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise SchemaError(origin, f"price {values[row]!r} is not a finite positive number",
-                              row=row + row_offset, field=column)
+        refuse(pl.col(column).is_between(0, PRICE_CEILING, closed="none"), column,
+               lambda r, c=column: f"price {r[c]!r} is not a finite positive number")
+    for a, b, or_equal in ORDERED_PAIRS.get(table, ()):
+        good = pl.col(a) >= pl.col(b) if or_equal else pl.col(a) > pl.col(b)
+        refuse(good, a, lambda r, a=a, b=b, e=or_equal: f"{a} {r[a]!r} is {'below' if e else 'not above'} "
+                                                        f"{b} {r[b]!r}")
+    for column in NON_NEGATIVE.get(table, ()):
+        refuse(pl.col(column).is_between(0, float("inf")), column, lambda r, c=column: f"{c} {r[c]!r} is negative or not a number")
     if table == "funding":
-        rates = df["funding_rate"].to_numpy()
-        if not np.isfinite(rates).all():
-            row = int(np.flatnonzero(~np.isfinite(rates))[0])
-            raise SchemaError(origin, f"funding rate {rates[row]!r} is not finite", row=row + row_offset,
-                              field="funding_rate")
+        refuse(pl.col("funding_rate").is_between(-FUNDING_RATE_BOUND, FUNDING_RATE_BOUND), "funding_rate",
+               lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{FUNDING_RATE_BOUND:.0%}")
+    if table == "trades":
+        refuse(pl.col("side").is_in(TRADE_SIDES), "side", lambda r: f"side {r['side']!r} is not buy or sell")
+    if table == "latency":
+        refuse(~pl.col("ok") | pl.col("latency_ms").is_between(0, LATENCY_CEILING_MS), "latency_ms",
+               lambda r: f"latency {r['latency_ms']!r} ms of a successful probe is not in [0, {LATENCY_CEILING_MS}]")
     series = series_order(schema)[:-1]
     indexed = df.with_row_index("_row")
     dup = indexed.filter(~pl.struct(list(schema.keys)).is_first_distinct())

@@ -46,7 +46,10 @@ def _write_csv(files_dir: Path, df: pl.DataFrame) -> Path:
 def test_valid_parquet_csv_and_ccxt_json_read_the_same(files_dir):
     src = source_from_spec(f"files:{files_dir}")
     assert src.provides() == {"candles", "funding"}
-    assert src.available_days() == [date(2019, 10, 12), date(2019, 10, 13)]
+    # the days of every table's files: the candles' two and the funding rates' 2021-11-18 … 2021-12-18
+    days = src.available_days()
+    assert days[:2] == [date(2019, 10, 12), date(2019, 10, 13)]
+    assert days[2] == date(2021, 11, 18) and days[-1] == date(2021, 12, 18) and len(days) == 2 + 31
     window = (datetime(2019, 10, 12), datetime(2019, 10, 14))
     from_parquet = src.load("candles", *window)
     assert from_parquet.height == 240

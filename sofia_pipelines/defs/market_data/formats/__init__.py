@@ -14,6 +14,7 @@ works out from the path (see `hints_from_path`). Modules listing formats: this p
 
 from __future__ import annotations
 
+import gzip
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Protocol
 
 import polars as pl
 
-from sofia_runtime.schemas import SchemaError
+from sofia_runtime.schemas import RAW_TABLES, SchemaError
 
 HEAD_BYTES = 4096
 BATCH_ROWS = 250_000  # rows per yielded frame: bounded memory on multi-GB files
@@ -78,8 +79,26 @@ def is_ignored(path: Path) -> bool:
 
 
 def read_head(path: Path) -> bytes:
+    """The first HEAD_BYTES of the file; of a gzip file, of its content."""
     with open(path, "rb") as fh:
-        return fh.read(HEAD_BYTES)
+        head = fh.read(HEAD_BYTES)
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            return fh.read(HEAD_BYTES)
+    return head
+
+
+def fill_from_hints(df: pl.DataFrame, table: str, hints: FileHints, origin: str) -> pl.DataFrame:
+    """Add the venue, symbol, market and timeframe columns the table needs and the rows do not name, from the
+    path; a perp's market follows from its symbol (BTC/USDT:USDT)."""
+    wanted = [c for c in ("venue", "symbol", "timeframe") if c in RAW_TABLES[table].columns and c not in df.columns]
+    hints.require(origin, *wanted)
+    df = df.with_columns(pl.lit(getattr(hints, c)).alias(c) for c in wanted)
+    if "market" in RAW_TABLES[table].columns and "market" not in df.columns:
+        market = pl.lit(hints.market) if hints.market else \
+            pl.when(pl.col("symbol").str.contains(":")).then(pl.lit("perp")).otherwise(pl.lit("spot"))
+        df = df.with_columns(market.alias("market"))
+    return df
 
 
 def format_of(path: Path) -> Format:

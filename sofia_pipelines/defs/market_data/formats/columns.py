@@ -1,0 +1,133 @@
+"""Tables named by their columns: OHLCV and funding (freqtrade's Parquet/Feather, CSV with a header) and
+Sofia's own raw-table columns (RAW_TABLES) for books, quotes, trades, funding, latency and fx.
+
+    timestamp,open,high,low,close,volume             -> candles (time: ts | timestamp | date | time | datetime)
+    timestamp,funding_rate                           -> funding
+    ts,bid,ask,bid_size,ask_size                     -> books (a quotes file is a book's top)
+    timestamp,id,side,price,amount,cost              -> trades (freqtrade's `id` is the trade id)
+    venue,endpoint,ts,latency_ms,ok,error            -> latency
+    pair,ts,rate                                     -> fx
+Columns a file does not have (venue, symbol, market, timeframe) come from the path (`FileHints`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sofia_pipelines.defs.market_data.formats import BATCH_ROWS, FileHints, fill_from_hints
+from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
+from sofia_runtime.schemas import SchemaError
+
+TIME_COLUMNS = ("ts", "timestamp", "date", "time", "datetime")
+# the columns that say which raw table a file is, most specific first
+SIGNATURES = (
+    ("latency", {"endpoint", "ok"}),
+    ("fx", {"pair", "rate"}),
+    ("books", {"bid", "ask"}),
+    ("funding", {"funding_rate"}),
+    ("candles", {"open", "high", "low", "close"}),
+    ("trades", {"price", "amount", "side"}),
+)
+RENAMES = {"trades": {"id": "trade_id"}}
+
+
+def table_of(columns: list[str]) -> str | None:
+    names = {c.lower() for c in columns}
+    if not names & set(TIME_COLUMNS):
+        return None
+    return next((table for table, needed in SIGNATURES if needed <= names), None)
+
+
+def _time_column(columns: list[str]) -> str:
+    return next(c for name in TIME_COLUMNS for c in columns if c.lower() == name)
+
+
+class _Columns:
+    generic = True  # named by column names alone: vendor formats are tried first
+
+    def matches(self, path: Path, head: bytes) -> bool:
+        return self._magic(head) and table_of(self.columns(path, head)) is not None
+
+    def read(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.DataFrame]]:
+        origin = str(path)
+        columns = self.columns(path, read_head_cached(path))
+        table = table_of(columns)
+        time_col = _time_column(columns)
+        parser, rows = TimeParser(origin), 1
+        for batch in self.batches(path):
+            batch = batch.rename({c: c.lower() for c in batch.columns})
+            batch = batch.rename({k: v for k, v in RENAMES.get(table, {}).items() if k in batch.columns})
+            parsed = [parser.parse(batch[time_col.lower()], time_col, rows).alias("ts")]
+            if "local_ts" in batch.columns:
+                parsed.append(TimeParser(origin, parser.unit).parse(batch["local_ts"], "local_ts", rows))
+            batch = batch.with_columns(parsed)
+            if table == "latency" and batch["ok"].dtype == pl.Utf8:
+                batch = batch.with_columns(pl.col("ok").str.to_lowercase().replace_strict(
+                    {"true": True, "1": True, "false": False, "0": False}, default=None, return_dtype=pl.Boolean))
+            yield table, fill_from_hints(batch, table, hints, origin)
+            rows += batch.height
+
+
+class ParquetColumns(_Columns):
+    name = "parquet with named columns (freqtrade OHLCV/funding/trades, Sofia raw tables)"
+
+    def _magic(self, head: bytes) -> bool:
+        return head[:4] == b"PAR1"
+
+    def columns(self, path: Path, head: bytes) -> list[str]:
+        return pq.read_schema(path).names
+
+    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            yield pl.from_arrow(batch)
+
+
+class FeatherColumns(_Columns):
+    name = "feather (Arrow IPC) with named columns (freqtrade's own data folder)"
+
+    def _magic(self, head: bytes) -> bool:
+        return head[:6] == b"ARROW1"
+
+    def columns(self, path: Path, head: bytes) -> list[str]:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).schema.names
+
+    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                for start in range(0, batch.num_rows, BATCH_ROWS):
+                    yield pl.from_arrow(batch.slice(start, BATCH_ROWS))
+
+
+class CsvColumns(_Columns):
+    name = "CSV with a header naming the columns (timestamp|date, open … volume; funding_rate; Sofia raw tables)"
+
+    def _magic(self, head: bytes) -> bool:
+        return b"\0" not in head and head[:2] != b"\x1f\x8b" and not head.lstrip()[:1] in (b"[", b"{")
+
+    def columns(self, path: Path, head: bytes) -> list[str]:
+        first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
+        return [c.strip().strip('"') for c in first[0].split(",")] if first else []
+
+    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
+        # all text: cells that are not numbers are reported by the schema, naming row and field
+        try:
+            yield from pl.scan_csv(path, infer_schema=False).collect_batches(chunk_size=BATCH_ROWS)
+        except pl.exceptions.ComputeError as exc:
+            raise SchemaError(str(path), f"unreadable CSV: {exc}") from exc
+
+
+def read_head_cached(path: Path) -> bytes:
+    from sofia_pipelines.defs.market_data.formats import read_head
+
+    return read_head(path)
+
+
+FORMATS = [ParquetColumns(), FeatherColumns(), CsvColumns()]
