@@ -55,13 +55,13 @@ def csv_batches(path: Path, columns: list[str], has_header: bool) -> Iterator[pl
     """The file as all-text frames of `columns` plus ROW, a bounded number of bytes at a time."""
     origin = str(path)
     rows = 0
-    reader = pacsv.open_csv(
-        pa.input_stream(str(path), compression="detect"),
-        read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1 if has_header else 0,
-                                       block_size=BLOCK_BYTES),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                             strings_can_be_null=True, null_values=[""]))
     try:
+        reader = pacsv.open_csv(
+            pa.input_stream(str(path), compression="detect"),
+            read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1 if has_header else 0,
+                                           block_size=BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                 strings_can_be_null=True, null_values=[""]))
         for batch in reader:
             frame = pl.from_arrow(pa.Table.from_batches([batch]))
             yield frame.with_row_index(ROW, offset=rows + 1)
@@ -133,21 +133,24 @@ def in_time_order(frames: Iterable[pl.DataFrame], origin: str, window_ms: int = 
     """Rows sorted by `ts` per series, allowing a row to come up to `window_ms` after a later one (vendor files
     are in receive order; exchange times jitter). Rows further out of order are an error naming the row."""
     held: pl.DataFrame | None = None
-    emitted_until = None  # max ts already yielded
+    window = timedelta(milliseconds=window_ms)
+    latest = None  # the latest ts of the rows read so far, in file order
     for frame in frames:
         if frame.height == 0:
             continue
-        if emitted_until is not None:
-            late = frame.filter(pl.col("ts") < emitted_until)
-            if late.height:
-                raise SchemaError(origin, f"out of order by more than {window_ms} ms: {late['ts'][0]} comes after "
-                                          f"{emitted_until}", row=int(late[ROW][0]), field="ts")
+        seen_before = pl.col("ts").cum_max().shift(1)
+        if latest is not None:
+            seen_before = pl.max_horizontal(seen_before, pl.lit(latest, dtype=TS))
+        late = frame.filter((pl.col("ts") < seen_before - window).fill_null(False))
+        if late.height:
+            raise SchemaError(origin, f"out of order by more than {window_ms} ms: {late['ts'][0]} comes after a "
+                                      "later time", row=int(late[ROW][0]), field="ts")
+        latest = frame["ts"].max() if latest is None else max(latest, frame["ts"].max())
         both = frame if held is None else pl.concat([held, frame])
         both = both.sort([*series, "ts", ROW])
-        cut = both["ts"].max() - timedelta(milliseconds=window_ms)
+        cut = latest - window
         ready, held = both.filter(pl.col("ts") < cut), both.filter(pl.col("ts") >= cut)
         if ready.height:
-            emitted_until = cut if emitted_until is None else max(emitted_until, cut)
             yield ready
     if held is not None and held.height:
         yield held

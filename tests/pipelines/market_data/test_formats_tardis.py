@@ -1,0 +1,270 @@
+"""Tardis.dev CSVs read by the files source's formats: the real files NautilusTrader keeps, read in place,
+and small hand-made files for each error."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sofia_pipelines.defs.market_data.formats import FileHints, format_of
+from sofia_pipelines.defs.market_data.formats.csv_stream import RAW_COLUMNS
+from sofia_pipelines.defs.market_data.formats.symbols import instrument
+from sofia_pipelines.defs.market_data.formats.tardis import TardisIncrementalBook
+from sofia_runtime.schemas import SchemaError
+
+HEAD = "exchange,symbol,timestamp,local_timestamp"
+
+
+def read(path: Path, hints: FileHints = FileHints(), fmt=None) -> dict[str, pl.DataFrame]:
+    fmt = fmt or format_of(path)
+    out: dict[str, list[pl.DataFrame]] = {}
+    for table, frame in fmt.read(path, hints):
+        assert list(frame.columns) == list(RAW_COLUMNS[table])
+        out.setdefault(table, []).append(frame)
+    return {t: pl.concat(f) for t, f in out.items()}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_book_snapshot_5_is_the_top_of_book(holdout):
+    path = holdout / "nautilus" / "tardis__binance-futures_book_snapshot_5_BTCUSDT.csv"
+    assert format_of(path).name == "tardis_book_snapshot"
+    books = read(path)["books"]
+    assert books.height == 10
+    assert books["venue"].unique().to_list() == ["binance"]
+    assert books["symbol"].unique().to_list() == ["BTC/USDT:USDT"]
+    assert books["market"].unique().to_list() == ["perp"]
+    first, last = books.row(0, named=True), books.row(-1, named=True)
+    assert first["ts"] == datetime(2020, 9, 1, 0, 0, 3, 696000)
+    assert first["local_ts"] == datetime(2020, 9, 1, 0, 0, 3, 810000)  # 1598918403810979 µs, to the ms
+    assert (first["bid"], first["bid_size"], first["ask"], first["ask_size"]) == (11657.07, 10.896, 11657.08, 1.714)
+    assert last["ts"] == datetime(2020, 9, 1, 0, 0, 4, 284000)
+    assert (last["bid"], last["bid_size"], last["ask"], last["ask_size"]) == (11657.07, 10.881, 11657.08, 1.393)
+
+
+def test_book_snapshot_25_agrees_with_snapshot_5_where_both_have_a_time(holdout):
+    five = read(holdout / "nautilus" / "tardis__binance-futures_book_snapshot_5_BTCUSDT.csv")["books"]
+    deep = read(holdout / "nautilus" / "tardis__binance-futures_book_snapshot_25_BTCUSDT.csv")["books"]
+    assert deep.height == 10
+    assert deep["ts"].max() == datetime(2020, 9, 1, 0, 0, 4, 5000)
+    both = five.join(deep, on="ts", suffix="_25")
+    assert both.height == 4  # 03.696, 03.888, 03.930, 03.965
+    for c in ("bid", "ask", "bid_size", "ask_size"):
+        assert both[c].to_list() == both[f"{c}_25"].to_list()
+
+
+def test_trades_keep_the_taker_side_and_ids(holdout):
+    trades = read(holdout / "nautilus" / "tardis__bitmex_trades_XBTUSD.csv")["trades"]
+    assert trades.height == 10
+    assert set(trades["venue"]) == {"bitmex"} and set(trades["symbol"]) == {"BTC/USD:BTC"}
+    assert set(trades["side"]) == {"sell"}
+    assert trades["trade_id"].n_unique() == 10
+    assert trades.row(0, named=True)["trade_id"] == "ccc3c1fa-212c-e8b0-1706-9b9c4f3d5ecf"
+    assert trades["amount"].to_list()[:2] == [2152.0, 1.0]
+    assert trades["ts"].min() == datetime(2020, 3, 1, 0, 0, 3, 145000)
+    assert trades["ts"].max() == datetime(2020, 3, 1, 0, 0, 3, 276000)
+    assert trades["local_ts"].max() == datetime(2020, 3, 1, 0, 0, 3, 336000)
+
+
+def test_incremental_book_with_asks_only_is_refused_not_read_as_nothing(holdout):
+    path = holdout / "nautilus" / "tardis__deribit_incremental_book_L2_BTC-PERPETUAL.csv"
+    assert format_of(path).name == "tardis_incremental_book_L2"
+    with pytest.raises(SchemaError, match=r"deribit BTC/USD:BTC never had both a bid and an ask .*asks: 15"):
+        read(path)
+
+
+def test_incremental_book_is_sampled_at_the_cadence_and_reset_by_a_snapshot(tmp_path):
+    path = write(tmp_path, "deribit_l2.csv", f"""
+        {HEAD},is_snapshot,side,price,amount
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,ask,6421.5,18640
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,ask,6422,1190
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,bid,6421,500
+        deribit,BTC-PERPETUAL,1585699200800000,1585699200900000,false,bid,6421,700
+        deribit,BTC-PERPETUAL,1585699201500000,1585699201600000,false,ask,6421.5,0
+        deribit,BTC-PERPETUAL,1585699203200000,1585699203300000,true,ask,6430,10
+        deribit,BTC-PERPETUAL,1585699203200000,1585699203300000,true,bid,6429,20
+        deribit,BTC-PERPETUAL,1585699203700000,1585699203800000,false,bid,6429.5,5
+    """)
+    books = read(path)["books"]
+    t0 = datetime(2020, 4, 1)
+    assert books["ts"].to_list() == [t0.replace(second=s) for s in (1, 2, 3, 4)]
+    assert books.select("bid", "bid_size", "ask", "ask_size").rows() == [
+        (6421.0, 700.0, 6421.5, 18640.0),  # after the update at .800
+        (6421.0, 700.0, 6422.0, 1190.0),  # 6421.5 removed at 01.500
+        (6421.0, 700.0, 6422.0, 1190.0),  # nothing new by 00:00:03
+        (6429.5, 5.0, 6430.0, 10.0),  # the snapshot at 03.200 cleared the old book
+    ]
+    assert books["local_ts"].to_list()[0] == datetime(2020, 4, 1, 0, 0, 0, 900000)
+    every_5s = read(path, fmt=TardisIncrementalBook(cadence_ms=5_000))["books"]
+    assert every_5s["ts"].to_list() == [t0.replace(second=5)] and every_5s["bid"].to_list() == [6429.5]
+
+
+def test_a_feed_gap_is_not_filled_with_a_stale_book(tmp_path):
+    path = write(tmp_path, "gap.csv", f"""
+        {HEAD},is_snapshot,side,price,amount
+        deribit,BTC-PERPETUAL,1585699200000000,1585699200000000,true,ask,6422,1
+        deribit,BTC-PERPETUAL,1585699200000000,1585699200000000,true,bid,6421,1
+        deribit,BTC-PERPETUAL,1585699500500000,1585699500500000,false,bid,6421.5,1
+    """)
+    books = read(path)["books"]
+    # at 00:00:00 and every second up to the 60 s staleness limit, then nothing until the next update
+    assert books.height == 61 + 1
+    assert books["ts"][60] == datetime(2020, 4, 1, 0, 1, 0) and books["ts"][61] == datetime(2020, 4, 1, 0, 5, 1)
+    assert books["bid"][61] == 6421.5
+
+
+def test_quotes_and_gzip(tmp_path):
+    text = f"""{HEAD},ask_amount,ask_price,bid_price,bid_amount
+binance,BTCUSDT,1598918403696000,1598918403810979,1.5,11657.08,11657.07,2.5
+binance,BTCUSDT,1598918403696500,1598918403811979,1.25,11657.09,11657.07,2.5
+binance,BTCUSDT,1598918404000000,1598918404100000,1.0,11657.10,11657.00,3.0
+"""
+    path = tmp_path / "binance_quotes_BTCUSDT.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    assert format_of(path).name == "tardis_quotes"
+    books = read(path)["books"]
+    assert set(books["symbol"]) == {"BTC/USDT"} and set(books["market"]) == {"spot"}
+    # two quotes within one millisecond: raw.books is keyed by ms, the later one stands
+    assert books.select("ts", "ask", "ask_size").rows() == [
+        (datetime(2020, 9, 1, 0, 0, 3, 696000), 11657.09, 1.25), (datetime(2020, 9, 1, 0, 0, 4), 11657.10, 1.0)]
+
+
+def test_derivative_ticker_gives_the_rate_in_force_at_each_funding_time(tmp_path):
+    path = write(tmp_path, "ticker.csv", f"""
+        {HEAD},funding_timestamp,funding_rate,predicted_funding_rate,open_interest,last_price,index_price,mark_price
+        binance-futures,BTCUSDT,1598918399000000,1598918399100000,1598918400000000,0.0001,,100,11600,11601,11602
+        binance-futures,BTCUSDT,1598918399900000,1598918399950000,1598918400000000,0.00012,,100,11600,11603,11604
+        binance-futures,BTCUSDT,1598918400100000,1598918400200000,1598947200000000,0.0002,,100,11600,11605,11606
+        binance-futures,BTCUSDT,1598947100000000,1598947100100000,1598947200000000,0.00025,,100,11600,11700,11701
+        binance-futures,BTCUSDT,1598947300000000,1598947300100000,1598976000000000,0.0003,,100,11600,11800,11801
+        binance-futures,ETHUSDT,1598918399900000,1598918399950000,,,,100,400,401,402
+    """)
+    funding = read(path)["funding"].sort("ts")
+    assert funding.rows() == [
+        ("binance", "BTC/USDT:USDT", datetime(2020, 9, 1, 0), 0.00012, 11604.0, 11603.0),
+        ("binance", "BTC/USDT:USDT", datetime(2020, 9, 1, 8), 0.00025, 11701.0, 11700.0),
+    ]  # 16:00's rate was still a forecast when the file ends
+
+
+def test_derivative_ticker_without_any_funding_time_is_reported(tmp_path):
+    path = write(tmp_path, "deribit_ticker.csv", f"""
+        {HEAD},funding_timestamp,funding_rate,predicted_funding_rate,open_interest,last_price,index_price,mark_price
+        deribit,BTC-PERPETUAL,1598918399000000,1598918399100000,,,,100,11600,11601,11602
+    """)
+    with pytest.raises(SchemaError, match="no row names a funding_timestamp"):
+        read(path)
+
+
+@pytest.mark.parametrize("line, row, field, message", [
+    ("bitmex,XBTUSD,1583020803145000,1583020803307160,x1,sell,8531.5,1\n"
+     "bitmex,XBTUSD,1583020803276000,1583020803336743,x2,sell,abc,1", 2, "price", "'abc' is not a number"),
+    ("bitmex,XBTUSD,1583020803145000,1583020803307160,x1,unknown,8531.5,1", 1, "side", "not one of"),
+    ("bitmex,XBTUSD,158302080314500x,1583020803307160,x1,buy,8531.5,1", 1, "timestamp", "not a number"),
+    ("bitmex,XBTUSD,1583020803145000,1583020803307160,,buy,8531.5,1", 1, "id", "empty trade id"),
+    ("mtgox,XBTUSD,1583020803145000,1583020803307160,x1,buy,8531.5,1", 1, "exchange", "no known ccxt id"),
+    ("bitmex,XBTZ20,1583020803145000,1583020803307160,x1,buy,8531.5,1", 1, "symbol", "quote currency"),
+    ("bitmex,XBTUSD,1583020803145000,1583020803307160,x1,buy,8531.5,1\n"
+     "bitmex,XBTUSD,1583020803145000,1583020803307160,x2,buy", 2, None, "not a CSV row of 8 fields"),
+    ("bitmex,XBTUSD,1583020813145000,1583020813307160,x1,buy,8531.5,1\n"
+     + "\n".join(f"bitmex,XBTUSD,{1583020813145000 + i * 1000},1583020813307160,y{i},buy,1,1" for i in range(3))
+     + "\nbitmex,XBTUSD,1583020803145000,1583020803307160,x2,buy,8531.5,1", None, "ts", None),
+])
+def test_bad_trade_rows_name_file_row_and_field(tmp_path, line, row, field, message):
+    path = write(tmp_path, "trades.csv", f"{HEAD},id,side,price,amount\n{line}\n")
+    with pytest.raises(SchemaError) as err:
+        read(path)
+    assert err.value.origin == str(path) and err.value.field == field
+    if row is not None:
+        assert err.value.row == row
+    if message:
+        assert message in str(err.value)
+
+
+def test_trades_out_of_order_beyond_the_window_name_the_row(tmp_path):
+    rows = [f"bitmex,XBTUSD,{1583020800000000 + i * 1_000_000},1,t{i},buy,1,1" for i in range(20)]
+    rows.append("bitmex,XBTUSD,1583020801000000,1,late,buy,1,1")  # 18 s before the row above it
+    path = write(tmp_path, "trades.csv", "\n".join([f"{HEAD},id,side,price,amount", *rows]) + "\n")
+    with pytest.raises(SchemaError, match="out of order") as err:
+        read(path)
+    assert (err.value.row, err.value.field) == (21, "ts")
+
+
+def test_book_update_before_any_snapshot_is_refused(tmp_path):
+    path = write(tmp_path, "l2.csv", f"""
+        {HEAD},is_snapshot,side,price,amount
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,false,ask,6421.5,18640
+    """)
+    with pytest.raises(SchemaError, match="before any snapshot") as err:
+        read(path)
+    assert (err.value.row, err.value.field) == (1, "is_snapshot")
+
+
+def test_bad_is_snapshot_and_side(tmp_path):
+    for cells, field in (("maybe,ask", "is_snapshot"), ("true,buy", "side")):
+        path = write(tmp_path, "l2.csv", f"{HEAD},is_snapshot,side,price,amount\n"
+                                         f"deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,{cells},1,1\n")
+        with pytest.raises(SchemaError) as err:
+            read(path)
+        assert (err.value.row, err.value.field) == (1, field)
+
+
+def test_symbols_map_to_ccxt_with_or_without_a_markets_dump():
+    assert instrument("binance", "BTCUSDT", "perp", "x").symbol == "BTC/USDT:USDT"
+    assert instrument("binance", "BTCUSDT", "spot", "x").symbol == "BTC/USDT"
+    assert instrument("bitmex", "XBTUSD", "perp", "x").symbol == "BTC/USD:BTC"
+    assert instrument("deribit", "BTC-PERPETUAL", "perp", "x").symbol == "BTC/USD:BTC"
+    assert instrument("okx", "BTC-USDT-SWAP", "perp", "x").symbol == "BTC/USDT:USDT"
+    assert instrument("binance", "DOTUSD", "spot", "x").symbol == "DOT/USD"
+    dump = {"BTC/USDT": {"id": "BTCUSDT", "symbol": "BTC/USDT", "spot": True, "swap": False},
+            "BTC/USDT:USDT": {"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "spot": False, "swap": True}}
+    found = instrument("binance", "BTCUSDT", "perp", "x", markets=dump)
+    assert (found.symbol, found.inferred) == ("BTC/USDT:USDT", False)
+    with pytest.raises(SchemaError, match="2 markets"):
+        instrument("binance", "BTCUSDT", None, "x", markets=dump)
+    with pytest.raises(SchemaError, match="dated future"):
+        instrument("binance", "BTCUSDT_210625", "perp", "x")
+
+
+def test_a_large_file_is_read_in_bounded_memory(tmp_path):
+    n = 2_000_000
+    rng = np.random.default_rng(7)
+    us = 1583020800000000 + np.cumsum(rng.integers(0, 2000, n))
+    frame = pl.DataFrame({"exchange": ["bitmex"] * n, "symbol": ["XBTUSD"] * n, "timestamp": us,
+                          "local_timestamp": us + 50_000, "id": np.arange(n).astype(str),
+                          "side": np.where(rng.random(n) < 0.5, "buy", "sell"),
+                          "price": np.round(8500 + rng.normal(0, 5, n), 1), "amount": rng.integers(1, 5000, n)})
+    path = tmp_path / "bitmex_trades_XBTUSD.csv"
+    frame.write_csv(path)
+    del frame
+    size_mb = path.stat().st_size / 2**20
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from pathlib import Path
+        from sofia_pipelines.defs.market_data.formats import FileHints, format_of
+        path = Path({str(path)!r})
+        fmt = format_of(path)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rows = 0
+        for table, frame in fmt.read(path, FileHints()):
+            rows += frame.height
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(rows, (peak - base) / 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows, grown_mb = done.stdout.split()
+    assert int(rows) == n
+    assert size_mb > 100
+    assert float(grown_mb) < size_mb / 2, f"peak memory grew {grown_mb} MB reading a {size_mb:.0f} MB file"
