@@ -48,6 +48,10 @@ def _print_graph_summary(summary) -> None:
     console.print(f"asset checks passed: {summary.checks_passed}, failed: {len(summary.checks_failed)}")
     for failed in summary.checks_failed:
         console.print(f"  [red]failed[/red] {failed}")
+    for skipped in summary.skipped:
+        console.print(f"  [yellow]skipped[/yellow] {skipped}")
+    for failed in summary.failed_runs:
+        console.print(f"  [red]run failed[/red] {failed}")
     console.print(f"graph wall time: {summary.wall_seconds:.1f} s over {len(summary.run_ids)} run(s)")
 
 
@@ -57,9 +61,10 @@ def cmd_backfill(args) -> int:
 
     keys = _partition_keys(args.start, args.end)
     summary = materialize_partitions(defs, keys, _instance(), select=args.select, log_level="WARNING",
-                                     on_partition=lambda k, r: console.print(f"partition {k}: run {r.run_id}"))
+                                     on_partition=lambda k, r: console.print(
+                                         f"partition {k}: run {r.run_id}{'' if r.success else ' [red]failed'}"))
     _print_graph_summary(summary)
-    return 1 if summary.checks_failed else 0
+    return 1 if summary.checks_failed or summary.failed_runs else 0
 
 
 def cmd_demo(args) -> int:
@@ -80,7 +85,7 @@ def cmd_demo(args) -> int:
         console.print(f"warehouse {database}: {Path(database).stat().st_size / 2**20:.1f} MiB")
     else:
         console.print(f"warehouse {database}")
-    failed = bool(summary.checks_failed)
+    failed = bool(summary.checks_failed or summary.failed_runs)
     if args.runtime_seconds > 0:
         failed |= _demo_runtime(defs, args.runtime_seconds, args.speed)
     console.print(f"demo wall time: {time.perf_counter() - started:.1f} s")
@@ -176,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     backfill = sub.add_parser("backfill", help="materialize a range of daily partitions, one run each")
     backfill.add_argument("start", help="first partition, YYYY-MM-DD")
     backfill.add_argument("end", help="last partition, YYYY-MM-DD (inclusive)")
-    backfill.add_argument("--select", help="comma-separated asset keys (default: every asset)")
+    backfill.add_argument("--select", help="comma-separated asset keys of any partitioning, or '*' for every asset "
+                                           "(default: every asset but those following the journal); grouped by "
+                                           "partitions definition: market-partitioned ones per day in the range, "
+                                           "journal-partitioned ones per journal day that exists, unpartitioned once")
     backfill.set_defaults(func=cmd_backfill)
     ingest = sub.add_parser("ingest-journal", help="ingest the runtimes' journals now, reconcile, compute P&L and SLOs")
     ingest.add_argument("days", nargs="*", help="journal days YYYY-MM-DD (default: every day with a journal file)")

@@ -25,6 +25,8 @@ class GraphRunSummary:
     checks_failed: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     run_ids: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)  # run id, partition and the failed steps' errors
+    skipped: list[str] = field(default_factory=list)  # selected assets not run, with why
 
 
 # computed from what the runtimes journal, by sensors and automation, not per market partition
@@ -36,7 +38,8 @@ def graph_assets(defs: dg.Definitions, select: str | None = None) -> tuple[list,
     follow the runtime's journal rather than the market's days: see `ingest_journal`)."""
     assets = [*defs.assets, *(defs.asset_checks or [])]
     if select:
-        selection = dg.AssetSelection.assets(*(dg.AssetKey.from_user_string(k.strip()) for k in select.split(",")))
+        selection = dg.AssetSelection.all() if select.strip() == "*" else dg.AssetSelection.assets(
+            *(dg.AssetKey.from_user_string(k.strip()) for k in select.split(",") if k.strip()))
     else:
         selection = dg.AssetSelection.all() - dg.AssetSelection.groups(*JOURNAL_GROUPS)
     return assets, selection
@@ -68,23 +71,120 @@ def ingest_journal(defs: dg.Definitions, instance: dg.DagsterInstance, days: Ite
     return out
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a backfill: these asset keys, for one partition (None: unpartitioned)."""
+    keys: tuple[dg.AssetKey, ...]
+    partition: str | None
+    what: str  # "market day", "journal day", "unpartitioned"
+
+
+def existing_journal_days() -> list[str]:
+    """The days some runtime journaled, from the journal files' names (<audit>/<runtime>/<day>.jsonl)."""
+    from sofia_runtime import paths
+
+    return sorted({f.stem for f in paths.audit_dir().glob("*/*.jsonl")})
+
+
+def plan_runs(defs: dg.Definitions, selection: dg.AssetSelection, partition_keys: Sequence[str],
+              journal_days: Sequence[str] | None = None) -> tuple[list[PlannedRun], list[str]]:
+    """Any selection as runs Dagster accepts (one partitions definition per run): the market-partitioned assets
+    once per requested day; assets of another partitioning (the journal's days) once per day that exists for it;
+    unpartitioned assets once, after the groups they read from and before those that read them (in every run of
+    a group they both read from and feed). Returns the runs in order and what was skipped, with why."""
+    from sofia_pipelines.partitions import daily_partitions
+
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in selection.resolve(graph) if graph.get(k).is_materializable]
+    groups: dict[object, list[dg.AssetKey]] = defaultdict(list)
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        groups[graph.get(key).partitions_def].append(key)
+    unpartitioned = groups.pop(None, [])
+    journal_days = list(existing_journal_days() if journal_days is None else journal_days)
+    skipped: list[str] = []
+
+    def upstream_of(group_keys) -> set[dg.AssetKey]:
+        return set(dg.AssetSelection.assets(*group_keys).upstream().resolve(graph)) - set(group_keys)
+
+    # partitioned groups in dependency order (the market's days first when neither reads the other)
+    ordered = sorted(groups, key=lambda pd: pd != daily_partitions)
+    for i in range(len(ordered)):
+        for j in range(i + 1, len(ordered)):
+            if set(groups[ordered[j]]) & upstream_of(groups[ordered[i]]):
+                ordered[i], ordered[j] = ordered[j], ordered[i]
+    # each unpartitioned asset runs once, in the slot after the last group it reads from, when that is before
+    # the first group reading it; otherwise (it reads from and feeds the same days) in each run of that group
+    slots: dict[int, list[dg.AssetKey]] = defaultdict(list)  # -1: before every group, i: after ordered[i]
+    merged: dict[int, list[dg.AssetKey]] = defaultdict(list)
+    upstream_groups = [upstream_of(groups[pd]) for pd in ordered]
+    for key in unpartitioned:
+        above = upstream_of([key])
+        after = max((i for i, pd in enumerate(ordered) if set(groups[pd]) & above), default=-1)
+        first_feed = min((i for i in range(len(ordered)) if key in upstream_groups[i]), default=len(ordered))
+        (slots[after] if after < first_feed else merged[first_feed]).append(key)
+
+    runs: list[PlannedRun] = []
+    if slots[-1]:
+        runs.append(PlannedRun(tuple(slots[-1]), None, "unpartitioned"))
+    for i, pd in enumerate(ordered):
+        group = groups[pd]
+        if pd == daily_partitions:
+            days, what = list(partition_keys), "market day"
+        else:
+            days, what = [d for d in journal_days if pd.has_partition_key(d)], "journal day"
+            outside = sorted(set(journal_days) - set(days))
+            if outside:
+                skipped.append(f"journal day(s) {', '.join(outside)} are not partitions of "
+                               f"{', '.join(k.to_user_string() for k in group)}")
+            if not days:
+                skipped.append(f"{len(group)} asset(s) partitioned by journal day "
+                               f"({', '.join(k.to_user_string() for k in group)}): no journal day exists "
+                               f"(no runtime has journaled yet)")
+        for day in days:
+            runs.append(PlannedRun(tuple(group + merged[i]), day, what))
+        if merged[i] and not days:  # the days it was to run with: none, so once on its own
+            runs.append(PlannedRun(tuple(merged[i]), None, "unpartitioned"))
+        if slots[i]:
+            runs.append(PlannedRun(tuple(slots[i]), None, "unpartitioned"))
+    return runs, skipped
+
+
 def materialize_partitions(defs: dg.Definitions, partition_keys: Iterable[str], instance: dg.DagsterInstance,
-                           select: str | None = None, on_partition=None, log_level: str = "INFO") -> GraphRunSummary:
+                           select: str | None = None, on_partition=None, log_level: str = "INFO",
+                           journal_days: Sequence[str] | None = None) -> GraphRunSummary:
     """One run per partition, in order; unpartitioned assets in the selection run in each.
-    `log_level` is the console's; the run's events are stored in the instance whatever it is."""
+    With `select` (any set of asset keys), the runs of `plan_runs`: one per partition per partitions definition,
+    unpartitioned assets once. `log_level` is the console's; the run's events are stored in the instance whatever
+    it is. A failed run is reported in the summary (`failed_runs`), never raised halfway through a backfill."""
     assets, selection = graph_assets(defs, select)
     summary = GraphRunSummary()
     started = time.perf_counter()
-    for key in partition_keys:
+    if select:
+        runs, summary.skipped = plan_runs(defs, selection, list(partition_keys), journal_days)
+        planned = [(dg.AssetSelection.assets(*run.keys), run.partition) for run in runs]
+    else:
+        planned = [(selection, key) for key in partition_keys]
+    for run_selection, key in planned:
         result = dg.materialize(assets, instance=instance, partition_key=key, resources=defs.resources,
-                                selection=selection, tags={"sofia/launched_by": "sofia-cli"},
+                                selection=run_selection, tags={"sofia/launched_by": "sofia-cli"}, raise_on_error=False,
                                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
         summary.run_ids.append(result.run_id)
-        _collect(result, key, summary)
+        if not result.success:
+            summary.failed_runs.append(f"run {result.run_id} [{key or 'unpartitioned'}]: " + ("; ".join(
+                f"{e.step_key}: {_root_error(e.event_specific_data.error)}"
+                for e in result.all_events if e.is_step_failure) or "failed"))
+        _collect(result, key or "-", summary)
         if on_partition:
-            on_partition(key, result)
+            on_partition(key or "unpartitioned", result)
     summary.wall_seconds = time.perf_counter() - started
     return summary
+
+
+def _root_error(error) -> str:
+    """The original exception's message, not Dagster's wrapper around it."""
+    while error.cause is not None:
+        error = error.cause
+    return (error.message.strip().splitlines() or ["?"])[0]
 
 
 def _collect(result: dg.ExecuteInProcessResult, partition_key: str, summary: GraphRunSummary) -> None:
