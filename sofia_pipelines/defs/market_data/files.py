@@ -14,6 +14,8 @@ read; a file in no known format is an error naming it. Every batch a format yiel
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,14 +24,15 @@ from pathlib import Path
 
 import polars as pl
 
-from sofia_pipelines.defs.market_data.formats import FileHints, Format, format_of, is_ignored
+from sofia_pipelines.defs.fees.markets import find_market_dumps
+from sofia_pipelines.defs.market_data.formats import HEAD_BYTES, FileHints, Format, format_of, is_ignored, read_head
 from sofia_pipelines.defs.market_data.sources import check_raw_frame, series_order
 from sofia_runtime.schemas import RAW_TABLES, SchemaError
 
 _PAIR = r"(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)(?:_(?P<settle>[A-Z0-9]+))?"
 _TF = r"(?P<tf>\d+[smhdwM])"
 _KIND = r"(?P<kind>futures|spot|mark|index|premiumIndex|funding_rate)"
-FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?P<trades>trades)(?:_\w+)?)$")
+FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?:ccxt_)?(?P<trades>trades)(?:_\w+)?)$")
 FREQTRADE_OWN = re.compile(rf"^{_PAIR}-(?:{_TF}(?:-{_KIND})?|(?P<trades>trades))$")
 # candle types that are not trades' prices: raw.candles holds what traded
 NOT_TRADED = {"mark": "mark-price candles", "index": "index-price candles", "premiumIndex": "premium-index candles"}
@@ -94,13 +97,22 @@ class FilesSource:
             found += [Path(folder) / f for f in sorted(files)]
         return found
 
+    def market_dumps(self) -> dict[str, dict]:
+        """ccxt load_markets() dumps in DIR by venue: they name vendor symbols (and feed the markets asset)."""
+        return {venue: dump for venue, (_, dump) in find_market_dumps(self.root)[0].items()}
+
     def ignored(self) -> dict[str, str]:
-        """Files deliberately not read (path relative to DIR -> why), for the asset's metadata."""
+        """Files deliberately not read as market data (path relative to DIR -> why), for the asset's metadata."""
         out = {}
+        dumps = {str(p) for p, _ in find_market_dumps(self.root)[0].values()}
         for path in self._walk():
             rel = str(path.relative_to(self.root))
             if is_ignored(path) or any(p.startswith(".") for p in path.relative_to(self.root).parts):
                 out[rel] = "documentation or hidden file"
+            elif str(path) in dumps:
+                out[rel] = "ccxt markets dump: names vendor symbols, read by the markets asset"
+            elif _is_currencies_dump(path):
+                out[rel] = "ccxt currencies dump: no market data"
             elif (kind := hints_from_path(path, self.root).kind) in NOT_TRADED:
                 out[rel] = f"{NOT_TRADED[kind]}: raw.candles holds traded prices"
         return out
@@ -110,12 +122,13 @@ class FilesSource:
         return [p for p in self._walk() if str(p.relative_to(self.root)) not in skipped]
 
     def _index(self) -> dict[Path, _Indexed]:
-        out = {}
+        out, markets = {}, None
+        markets = self.market_dumps() or None
         for path in self.data_files():
             stat = path.stat()
             key = (path, stat.st_mtime_ns, stat.st_size)
             if key not in _INDEX:
-                hints = hints_from_path(path, self.root)
+                hints = dataclasses.replace(hints_from_path(path, self.root), markets=markets)
                 fmt = format_of(path)
                 days: dict[str, set[date]] = {}
                 scan = getattr(fmt, "times", None)
@@ -150,6 +163,21 @@ class FilesSource:
             raise SchemaError(files[0], f"rows for key {({k: first[k] for k in keys})} are also in {files[1:]}: "
                                         "one series, one file", field=keys[-1])
         return df.drop("_file")
+
+
+def _is_currencies_dump(path: Path) -> bool:
+    """ccxt fetch_currencies() output: {code: {id, code, precision, …}} (small; read only when it looks like one)."""
+    if path.suffix != ".json" or path.stat().st_size > 16 * HEAD_BYTES * 64:
+        return False
+    head = read_head(path).lstrip()
+    if head[:1] != b"{" or b'"code"' not in head:
+        return False
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, dict) and v.get("code") == k
+                                                       for k, v in obj.items())
 
 
 def _read_checked(path: Path, entry: _Indexed, table: str, start: datetime, end: datetime):

@@ -25,9 +25,10 @@ ORDERED_PAIRS = {
     "books": (("ask", "bid", False),),
 }
 NON_NEGATIVE = {"candles": ("volume",)}
-# A perp's funding rate per interval beyond ±1 % means bad data, not a market (venues cap it near 0.75 %–2 %
-# only in extreme, announced cases; a real one would need a person to look at it anyway).
-FUNDING_RATE_BOUND = 0.01
+# A perp's funding rate per interval beyond ±5 % means bad data (a percentage stored as a fraction), not a
+# market: venues cap it at ±0.75 %–4 % (Hyperliquid 4 % an hour); real rates do exceed 1 % (Binance BTCUSDT's
+# first funding, 2019-10-09, was -3.75 %).
+FUNDING_RATE_BOUND = 0.05
 TRADE_SIDES = ("buy", "sell")
 LATENCY_CEILING_MS = 600_000
 

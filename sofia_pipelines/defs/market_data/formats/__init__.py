@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import gzip
 import importlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +39,8 @@ class FileHints:
     market: str | None = None  # "spot" or "perp"
     timeframe: str | None = None  # ccxt style: "1m", "5m", "1h", "8h", "1d"
     kind: str | None = None  # what the file name says it holds: "candles", "funding", "mark", "trades" …
+    # ccxt load_markets() dumps found in DIR, by venue: they turn a vendor's symbol into ccxt's
+    markets: Mapping | None = field(default=None, compare=False, repr=False)
 
     def require(self, origin: str, *names: str) -> None:
         missing = [n for n in names if getattr(self, n) is None]

@@ -31,7 +31,7 @@ SIGNATURES = (
     ("books", {"bid", "ask"}),
     ("funding", {"funding_rate"}),
     ("candles", {"open", "high", "low", "close"}),
-    ("trades", {"price", "amount", "side"}),
+    ("trades", {"price", "amount"}),
 )
 RENAMES = {"trades": {"id": "trade_id"}}
 
