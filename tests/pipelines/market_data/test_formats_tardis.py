@@ -237,6 +237,19 @@ def test_symbols_map_to_ccxt_with_or_without_a_markets_dump():
         instrument("binance", "BTCUSDT_210625", "perp", "x")
 
 
+def test_a_markets_dump_in_the_hints_names_the_symbol(holdout):
+    path = holdout / "nautilus" / "tardis__binance-futures_book_snapshot_5_BTCUSDT.csv"
+    perp = {"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "spot": False, "swap": True}
+    books = read(path, FileHints(markets={"binance": {"BTC/USDT:USDT": perp}}))["books"]
+    assert set(books["symbol"]) == {"BTC/USDT:USDT"}
+    other = {"id": "ETHUSDT", "symbol": "ETH/USDT:USDT", "spot": False, "swap": True}
+    with pytest.raises(SchemaError, match="the markets dump of binance has no market with id 'BTCUSDT' for perp"):
+        read(path, FileHints(markets={"binance": {"ETH/USDT:USDT": other}}))
+    spot_only = {"BTC/USDT": {"id": "BTCUSDT", "symbol": "BTC/USDT", "spot": True, "swap": False}}
+    inferred = read(path, FileHints(markets={"binance": spot_only, "okx": {}}))["books"]  # says nothing of perps
+    assert set(inferred["symbol"]) == {"BTC/USDT:USDT"}
+
+
 def test_a_large_file_is_read_in_bounded_memory(tmp_path):
     n = 2_000_000
     rng = np.random.default_rng(7)

@@ -27,9 +27,10 @@ from pathlib import Path
 import polars as pl
 
 from sofia_pipelines.defs.market_data.formats.csv_stream import (
-    ROW, booleans, choice, csv_batches, epoch_ms_or_us, first_line, in_time_order, last_per_ts, numbers, raw_frame,
+    ROW, booleans, choice, csv_batches, first_line, in_time_order, last_per_ts, numbers, raw_frame,
 )
 from sofia_pipelines.defs.market_data.formats.symbols import Instrument, instrument, markets_for
+from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
 from sofia_pipelines.defs.market_data.formats.top_of_book import DEFAULT_CADENCE_MS, TopOfBookRebuild
 from sofia_runtime.schemas import SchemaError
 
@@ -79,6 +80,11 @@ def _instrument(path: Path, hints, default_market: str, raw_symbol: str | None =
 
 def _with_instrument(df: pl.DataFrame, inst: Instrument) -> pl.DataFrame:
     return df.with_columns(venue=pl.lit(inst.venue), symbol=pl.lit(inst.symbol), market=pl.lit(inst.market))
+
+
+def _time(parser: TimeParser, df: pl.DataFrame, column: str) -> pl.Series:
+    """An epoch column of a batch as Datetime("ms"), its unit told by magnitude once per file."""
+    return parser.parse(df[column], column, int(df[ROW][0]) if df.height else 1)
 
 
 class _Binance:
@@ -131,10 +137,10 @@ class BinanceKlines(_Binance):
                                       "(<SYMBOL>-<interval>-<date>.csv)")
         timeframe = "1M" if timeframe == "1mo" else timeframe
         inst = _instrument(path, hints, "spot")
+        open_time = TimeParser(origin)  # ms, or µs in spot archives since 2025: the file's magnitude says
         for df in self._batches(path):
-            df = numbers(df, ("open_time",), origin, dtype=pl.Int64)
             df = numbers(df, ("open", "high", "low", "close", "volume"), origin)
-            df = _with_instrument(df.with_columns(epoch_ms_or_us("open_time").alias("ts"),
+            df = _with_instrument(df.with_columns(_time(open_time, df, "open_time").alias("ts"),
                                                   timeframe=pl.lit(timeframe)), inst)
             yield "candles", raw_frame("candles", df)
 
@@ -146,15 +152,15 @@ class _BinanceTrades(_Binance):
     def read(self, path: Path, hints) -> Iterator[tuple[str, pl.DataFrame]]:
         origin = str(path)
         inst = _instrument(path, hints, "spot")
+        times = TimeParser(origin)
 
         def frames():
             for df in self._batches(path):
-                df = numbers(df, (self.time_column,), origin, dtype=pl.Int64)
                 df = numbers(df, (self.id_column,), origin, dtype=pl.Int64)
                 df = numbers(df, (self.price_column, self.amount_column), origin)
                 maker_bought = booleans(df, "is_buyer_maker", origin)
                 df = df.with_columns(
-                    epoch_ms_or_us(self.time_column).alias("ts"),
+                    _time(times, df, self.time_column).alias("ts"),
                     (pl.lit(self.id_prefix) + pl.col(self.id_column).cast(pl.Utf8)).alias("trade_id"),
                     pl.when(maker_bought).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"),
                     pl.col(self.price_column).alias("price"), pl.col(self.amount_column).alias("amount"))
@@ -188,12 +194,13 @@ class BinanceBookTicker(_Binance):
         names = {"best_bid_price": "bid", "best_bid_qty": "bid_size", "best_ask_price": "ask",
                  "best_ask_qty": "ask_size"}
 
+        transaction, event = TimeParser(origin), TimeParser(origin)
+
         def frames():
             for df in self._batches(path):
-                df = numbers(df, ("transaction_time", "event_time"), origin, dtype=pl.Int64)
                 df = numbers(df, names, origin).rename(names)
-                yield _with_instrument(df.with_columns(epoch_ms_or_us("transaction_time").alias("ts"),
-                                                       epoch_ms_or_us("event_time").alias("local_ts")), inst)
+                yield _with_instrument(df.with_columns(_time(transaction, df, "transaction_time").alias("ts"),
+                                                       _time(event, df, "event_time").alias("local_ts")), inst)
 
         for df in last_per_ts(in_time_order(frames(), origin)):
             yield "books", raw_frame("books", df)
@@ -207,10 +214,10 @@ class BinanceFundingRate(_Binance):
         inst = _instrument(path, hints, "perp")
         if inst.market != "perp":
             raise SchemaError(origin, f"funding rates are a perp's; {inst.symbol} is {inst.market}")
+        calc_time = TimeParser(origin)
         for df in self._batches(path):
-            df = numbers(df, ("calc_time",), origin, dtype=pl.Int64)
             df = numbers(df, ("last_funding_rate",), origin)
-            df = df.with_columns(epoch_ms_or_us("calc_time").alias("ts"),
+            df = df.with_columns(_time(calc_time, df, "calc_time").alias("ts"),
                                  pl.col("last_funding_rate").alias("funding_rate"))
             yield "funding", raw_frame("funding", _with_instrument(df, inst))
 
@@ -226,8 +233,10 @@ class BinanceDepth(_Binance):
         origin = str(path)
         cadence = getattr(hints, "book_cadence_ms", None) or self.cadence_ms
         books: dict[str, tuple[Instrument, TopOfBookRebuild]] = {}
+        times = TimeParser(origin)
         for df in self._batches(path):
-            df = numbers(df, ("timestamp", "last_update_id"), origin, dtype=pl.Int64)
+            df = numbers(df, ("last_update_id",), origin, dtype=pl.Int64)
+            df = df.with_columns(_time(times, df, "timestamp").dt.epoch("ms").alias("timestamp"))
             df = numbers(df, ("price", "qty"), origin)
             df = df.with_columns(
                 (choice(df, "side", {"b": "b", "a": "a"}, origin) == "b").alias("is_bid"),

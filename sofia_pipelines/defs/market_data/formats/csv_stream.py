@@ -121,13 +121,6 @@ def epoch_us(col: str | pl.Expr) -> pl.Expr:
     return (e // 1000).cast(TS)
 
 
-def epoch_ms_or_us(col: str) -> pl.Expr:
-    """Epoch milliseconds, or microseconds (Binance spot archives since 2025), told apart by magnitude:
-    1e14 ms is the year 5138, 1e14 µs is 1973."""
-    e = pl.col(col)
-    return pl.when(e >= 10**14).then(e // 1000).otherwise(e).cast(TS)
-
-
 def in_time_order(frames: Iterable[pl.DataFrame], origin: str, window_ms: int = 5_000,
                   series: tuple[str, ...] = ("symbol",)) -> Iterator[pl.DataFrame]:
     """Rows sorted by `ts` per series, allowing a row to come up to `window_ms` after a later one (vendor files

@@ -82,7 +82,7 @@ def instrument(venue: str, raw_symbol: str, market: str | None, origin: str, *,
                markets: Mapping | list | None = None, row: int | None = None) -> Instrument:
     """The ccxt instrument a venue's own symbol names (`BTCUSDT`, `XBTUSD`, `BTC-PERPETUAL`, `BTC-USDT-SWAP`).
     `market` is what the file's source says ("spot"/"perp") or None to take it from the symbol."""
-    if markets:
+    if markets and _has_market_type(markets, market):
         return _from_markets(venue, raw_symbol, market, markets, origin, row)
     s = raw_symbol.upper()
     perp = False
@@ -116,13 +116,10 @@ def instrument(venue: str, raw_symbol: str, market: str | None, origin: str, *,
     return Instrument(venue, f"{base}/{quote}:{settle}", "perp", True)
 
 
-def markets_for(hints, venue: str) -> Mapping | list | None:
-    """The ccxt markets dump the file's hints carry for `venue` (a dump of one venue, or one per venue id)."""
-    markets = getattr(hints, "markets", None)
-    if isinstance(markets, Mapping) and isinstance(markets.get(venue), (Mapping, list)) \
-            and "symbol" not in markets[venue]:
-        return markets[venue]
-    return markets
+def markets_for(hints, venue: str) -> Mapping | None:
+    """The ccxt markets dump of `venue` among the hints' dumps (by venue id), None when there is none."""
+    markets = getattr(hints, "markets", None) or {}
+    return markets.get(venue)
 
 
 def _split_at_quote(s: str, raw_symbol: str, origin: str, row: int | None) -> tuple[str, str]:
@@ -136,6 +133,12 @@ def _split_at_quote(s: str, raw_symbol: str, origin: str, row: int | None) -> tu
                           field="symbol")
     # DOTUSD is DOT/USD, not DO/TUSD: the longest quote that leaves a base of three letters or more
     return next((split for split in splits if len(split[0]) >= 3), splits[0])
+
+
+def _has_market_type(markets: Mapping | list, market: str | None) -> bool:
+    """A dump loaded with spot markets only says nothing about the venue's perps: those are inferred."""
+    entries = markets.values() if isinstance(markets, Mapping) else markets
+    return market is None or any(bool(m.get("swap")) == (market == "perp") for m in entries)
 
 
 def _from_markets(venue: str, raw_symbol: str, market: str | None, markets: Mapping | list, origin: str,
