@@ -71,8 +71,8 @@ class RouterStrategy(Strategy):
         spec = ctx.spec(book.venue, book.symbol)
         usd = ctx.usd_per_quote(book.venue, book.symbol)
         amount = float(spec.round_amount(min(self.remaining, self.cfg.child_usd / usd / book.mid)))
-        if amount < float(spec.min_amount):
-            self.filled = self.parent.amount  # what is left is below the venue's minimum
+        if amount < float(spec.min_amount) or amount * book.mid < float(spec.min_notional):
+            self.filled = self.parent.amount  # what is left is below the venue's minimum amount or notional
             return []
         edge = amount * book.mid * usd * self.cfg.max_cost_bps / 1e4
         self.in_flight = True
