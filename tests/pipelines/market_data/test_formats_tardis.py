@@ -15,10 +15,9 @@ import polars as pl
 import pytest
 
 from sofia_pipelines.defs.market_data.formats import FileHints, format_of
-from sofia_pipelines.defs.market_data.formats.csv_stream import RAW_COLUMNS
 from sofia_pipelines.defs.market_data.formats.symbols import instrument
 from sofia_pipelines.defs.market_data.formats.tardis import TardisIncrementalBook
-from sofia_runtime.schemas import SchemaError
+from sofia_runtime.schemas import RAW_TABLES, SchemaError
 
 HEAD = "exchange,symbol,timestamp,local_timestamp"
 
@@ -27,7 +26,7 @@ def read(path: Path, hints: FileHints = FileHints(), fmt=None) -> dict[str, pl.D
     fmt = fmt or format_of(path)
     out: dict[str, list[pl.DataFrame]] = {}
     for table, frame in fmt.read(path, hints):
-        assert list(frame.columns) == list(RAW_COLUMNS[table])
+        assert frame.schema == RAW_TABLES[table].polars_schema
         out.setdefault(table, []).append(frame)
     return {t: pl.concat(f) for t, f in out.items()}
 

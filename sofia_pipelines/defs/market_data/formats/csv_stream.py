@@ -14,19 +14,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from sofia_runtime.schemas import TS, SchemaError
+from sofia_runtime.schemas import RAW_TABLES, TS, SchemaError
 
 ROW = "_row"  # the 1-based data row of the file a frame's row came from
 BLOCK_BYTES = 8 << 20  # CSV bytes per batch: memory stays bounded on multi-GB files
-
-# The agreed raw-table columns, in order (nullable: local_ts, mark_price, index_price).
-RAW_COLUMNS = {
-    "candles": ("venue", "symbol", "market", "timeframe", "ts", "open", "high", "low", "close", "volume"),
-    "books": ("venue", "symbol", "market", "ts", "local_ts", "bid", "ask", "bid_size", "ask_size"),
-    "trades": ("venue", "symbol", "market", "ts", "local_ts", "trade_id", "side", "price", "amount"),
-    "funding": ("venue", "symbol", "ts", "funding_rate", "mark_price", "index_price"),
-}
-
 
 def text_head(head: bytes) -> str:
     """The first bytes of a file as text, gunzipped when the file is gzip (Tardis ships .csv.gz)."""
@@ -167,7 +158,8 @@ def last_per_ts(frames: Iterable[pl.DataFrame], series: tuple[str, ...] = ("symb
 
 
 def raw_frame(table: str, df: pl.DataFrame) -> pl.DataFrame:
-    """The frame in the raw table's agreed columns, absent nullable ones as nulls."""
-    nullable = {"local_ts": TS, "mark_price": pl.Float64, "index_price": pl.Float64}
-    missing = [pl.lit(None, dtype=nullable[c]).alias(c) for c in RAW_COLUMNS[table] if c not in df.columns]
-    return df.with_columns(missing).select(RAW_COLUMNS[table])
+    """The frame in the raw table's columns and order; a nullable column the format lacks comes as nulls."""
+    schema = RAW_TABLES[table]
+    absent = [pl.lit(None, dtype=schema.columns[c]).alias(c) for c in schema.nullable
+              if c in schema.columns and c not in df.columns]
+    return df.with_columns(absent).select(list(schema.columns))
