@@ -72,6 +72,29 @@ def test_valid_parquet_csv_and_ccxt_json_read_the_same(files_dir):
     assert (funding["ts"].dt.millisecond() > 0).any()
 
 
+def test_funding_venue_is_the_venue_folder_and_candles_of_every_timeframe_are_kept(files_dir):
+    # the funding file sits at funding/binance/XRP_USDT.parquet: its venue is binance, not "funding"
+    src = FilesSource(files_dir)
+    funding = src.load("funding", datetime(2021, 1, 1), datetime(2022, 1, 1))
+    assert funding["venue"].unique().to_list() == ["binance"]
+    # 5-minute bars beside the 1-minute ones are loaded and kept apart by their timeframe, not skipped
+    bars = _candles(files_dir)
+    five = bars.group_by_dynamic(pl.from_epoch("timestamp", time_unit="ms").alias("t"), every="5m").agg(
+        pl.col("timestamp").first(), pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
+        pl.col("close").last(), pl.col("volume").sum()).drop("t")
+    five.write_parquet(files_dir / CANDLES.with_name("5m.parquet"))
+    df = FilesSource(files_dir).load("candles", datetime(2019, 10, 12), datetime(2019, 10, 14))
+    assert df.group_by("timeframe").len().sort("timeframe").rows() == [("1m", 240), ("5m", 48)]
+    assert df.filter(pl.col("timeframe") == "5m")["volume"].sum() == pytest.approx(bars["volume"].sum())
+
+
+def test_epoch_seconds_are_not_read_as_milliseconds(files_dir):
+    bars = _candles(files_dir)
+    _write_csv(files_dir, bars.with_columns(pl.col("timestamp") // 1000))
+    df = FilesSource(files_dir).load("candles", datetime(2019, 10, 12), datetime(2019, 10, 14))
+    assert df["ts"].to_list() == pl.from_epoch(bars["timestamp"], time_unit="ms").to_list()
+
+
 @pytest.mark.parametrize("breakage, row, field", [
     ("nan_price", 7, "close"),
     ("duplicate_row", 11, "ts"),

@@ -73,6 +73,16 @@ class _Columns:
             rows += batch.height
 
 
+    def times(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.Series]]:
+        """(table, ts) per batch, reading the time column only: what `available_days` needs."""
+        columns = self.columns(path, read_head_cached(path))
+        table, time_col = table_of(columns), _time_column(columns)
+        parser, rows = TimeParser(str(path)), 1
+        for batch in self.batches(path, [time_col]):
+            yield table, parser.parse(batch[time_col], time_col, rows)
+            rows += batch.height
+
+
 class ParquetColumns(_Columns):
     name = "parquet with named columns (freqtrade OHLCV/funding/trades, Sofia raw tables)"
 
@@ -82,8 +92,8 @@ class ParquetColumns(_Columns):
     def columns(self, path: Path, head: bytes) -> list[str]:
         return pq.read_schema(path).names
 
-    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+    def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
             yield pl.from_arrow(batch)
 
 
@@ -97,11 +107,13 @@ class FeatherColumns(_Columns):
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).schema.names
 
-    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
+    def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 batch = reader.get_batch(i)
+                if columns:
+                    batch = batch.select(columns)
                 for start in range(0, batch.num_rows, BATCH_ROWS):
                     yield pl.from_arrow(batch.slice(start, BATCH_ROWS))
 
@@ -116,10 +128,11 @@ class CsvColumns(_Columns):
         first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
         return [c.strip().strip('"') for c in first[0].split(",")] if first else []
 
-    def batches(self, path: Path) -> Iterator[pl.DataFrame]:
+    def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         # all text: cells that are not numbers are reported by the schema, naming row and field
         try:
-            yield from pl.scan_csv(path, infer_schema=False).collect_batches(chunk_size=BATCH_ROWS)
+            scan = pl.scan_csv(path, infer_schema=False)
+            yield from (scan.select(columns) if columns else scan).collect_batches(chunk_size=BATCH_ROWS)
         except pl.exceptions.ComputeError as exc:
             raise SchemaError(str(path), f"unreadable CSV: {exc}") from exc
 
