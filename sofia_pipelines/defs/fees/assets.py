@@ -77,11 +77,14 @@ def _keyed_exchanges() -> dict:
 
 @dg.asset(key="fee_table", group_name=GROUP, kinds={"duckdb", "ccxt"}, deps=[markets],
           description="Maker/taker per venue, symbol and tier, effective-dated; the desk's tier is `selected`. "
-                      "config/fees.yaml overrides fees fetched with keys, which override ccxt's static schedules.")
+                      "config/fees.yaml overrides fees fetched with keys, which override ccxt's static schedules, "
+                      "which override the file's `default` (source `default (no schedule known)`).")
 def fee_table_asset(warehouse: DuckDBResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as conn:
         market_rows = read_window(conn, "analytics", MARKETS)
     df = fee_table(market_rows, load_yaml("fees.yaml"), fetch_fees_with_keys(_keyed_exchanges()))
+    if df.is_empty():
+        return _write(warehouse, FEE_TABLE, df, note="no market in the markets table: no fees to give")
     selected = df.filter(pl.col("selected"))
     return _write(warehouse, FEE_TABLE, df, taker_max_bps=float(selected["taker"].max() * 1e4),
                   maker_min_bps=float(selected["maker"].min() * 1e4),

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from sofia_pipelines.defs.fees import assets, checks
-from sofia_pipelines.defs.fees.compute import fee_table, load_yaml, markets_frame
+from sofia_pipelines.defs.fees.compute import ccxt_static_fees, fee_table, load_yaml, markets_frame
 from sofia_runtime.fees import FeeSchedule
 
 MARKETS = pl.DataFrame({"venue": ["binance", "kraken", "kraken", "okx"],
@@ -63,3 +63,60 @@ def test_fee_assets_and_blocking_checks(resources):
     rows = {m.asset_key.to_user_string(): m.event_specific_data.materialization.metadata["dagster/row_count"].value
             for m in result.get_asset_materialization_events()}
     assert rows["markets"] == 38 and rows["tax_rules"] == 5 and rows["fee_table"] > 38
+
+
+def _two_periods() -> dict:
+    old = {"venue": "binance", "market": "spot", "valid_from": date(2024, 1, 1), "source": "page of 2024",
+           "tiers": [{"tier": "VIP0", "min_volume_30d_usd": 0, "maker": 0.001, "taker": 0.001}]}
+    new = {"venue": "binance", "market": "spot", "valid_from": date(2026, 3, 1), "source": "page of 2026",
+           "tiers": [{"tier": "VIP0", "min_volume_30d_usd": 0, "maker": 0.0008, "taker": 0.00095},
+                     {"tier": "VIP1", "min_volume_30d_usd": 1_000_000, "maker": 0.0006, "taker": 0.0009}]}
+    return {**OVERRIDES, "trading": [new, old, *OVERRIDES["trading"][1:]]}
+
+
+def test_effective_dated_overrides_keep_every_period():
+    df = fee_table(MARKETS, _two_periods(), {}, static=lambda v: (0.002, 0.003))
+    binance = df.filter(pl.col("venue") == "binance").sort("valid_from", "tier")
+    assert binance.select("tier", "valid_from", "valid_to", "selected").rows() == [
+        ("VIP0", date(2024, 1, 1), date(2026, 3, 1), True),   # the first period ends where the next starts
+        ("VIP0", date(2026, 3, 1), None, False),
+        ("VIP1", date(2026, 3, 1), None, True)]               # 2M of 30-day volume reaches VIP1 from March
+    schedule = FeeSchedule(df)
+    assert schedule.rate("binance", "BTC/USDT", "taker", date(2025, 6, 1)) == 0.001
+    assert schedule.rate("binance", "BTC/USDT", "taker", date(2026, 3, 1)) == 0.0009
+    assert checks.markets_without_one_fee(MARKETS, df, date(2025, 6, 1)).is_empty()
+    assert checks.markets_without_one_fee(MARKETS, df, date(2026, 10, 1)).is_empty()
+    missing = checks.markets_without_one_fee(MARKETS, df, date(2023, 6, 1))  # before any override period
+    assert missing.select("venue", "symbol").sort("venue").rows() == [("binance", "BTC/USDT"), ("okx", "BTC/USDT:USDT")]
+
+
+def test_overlapping_override_periods_are_refused():
+    config = _two_periods()
+    config["trading"][1] = {**config["trading"][1], "valid_to": date(2026, 6, 1)}
+    with pytest.raises(ValueError, match="binance spot overlap"):
+        fee_table(MARKETS, config, {})
+
+
+def test_no_schedule_anywhere_takes_the_configured_default_or_fails():
+    bittrex = pl.DataFrame({"venue": ["bittrex", "kraken"], "symbol": ["ADA/BTC", "BCH/EUR"], "market": ["spot"] * 2})
+    import ccxt
+
+    assert "bittrex" not in ccxt.exchanges and ccxt_static_fees("bittrex") is None
+    df = fee_table(bittrex, {**OVERRIDES, "default": {"maker": 0.0015, "taker": 0.0025}}, {}).sort("venue")
+    assert df.select("venue", "maker", "taker", "source").rows() == [
+        ("bittrex", 0.0015, 0.0025, "default (no schedule known)"),
+        ("kraken", 0.0016, 0.0026, "ccxt static schedule kraken")]  # ccxt.kraken().fees['trading'], offline
+    with pytest.raises(ValueError, match="no fee for bittrex ADA/BTC.*no `default`"):
+        fee_table(bittrex, OVERRIDES, {})
+    assert load_yaml("fees.yaml")["default"] == {"maker": 0.001, "taker": 0.001}
+
+
+def test_keys_are_read_under_the_runtimes_names(monkeypatch):
+    monkeypatch.setenv("SOFIA_SOURCE", "ccxt:binance")
+    monkeypatch.setenv("SOFIA_BINANCE_API_KEY", "k")
+    monkeypatch.setenv("SOFIA_BINANCE_API_SECRET", "wrong name")
+    monkeypatch.delenv("SOFIA_BINANCE_SECRET", raising=False)
+    assert assets._keyed_exchanges() == {}
+    monkeypatch.setenv("SOFIA_BINANCE_SECRET", "s")
+    exchange = assets._keyed_exchanges()["binance"]
+    assert (exchange.apiKey, exchange.secret) == ("k", "s")
