@@ -25,6 +25,22 @@ WITH books AS (
 ), fx AS (
     SELECT date_trunc('hour', ts) AS hour, avg(rate) AS usd_try
     FROM {{ ref('stg_fx') }} WHERE pair = 'USD/TRY' AND {{ in_window('ts') }} GROUP BY ALL
+{%- set usd_at_par = "('USD', 'USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI')" %}
+), hour_prices AS (
+    -- each venue/symbol's price in the hour: the books' mean mid, else the hour's last candle close
+    SELECT coalesce(b.symbol, c.symbol) AS symbol, coalesce(b.hour, c.hour) AS hour,
+           coalesce(b.mid_mean, c.closes[-1]) AS price
+    FROM books b FULL OUTER JOIN candle_hours c USING (venue, symbol, hour)
+), usd_crosses AS (
+    -- USD per unit of a currency in the hour through a pair against a USD stablecoin on any venue (ETH/USDT for
+    -- ETH), or its inverse (USDT/ETH); `via` names the pair(s)
+    SELECT hour, currency, avg(usd_per_unit) AS usd_per_unit, string_agg(DISTINCT via, ', ' ORDER BY via) AS via
+    FROM (SELECT hour, split_part(symbol, '/', 1) AS currency, price AS usd_per_unit, symbol AS via
+          FROM hour_prices WHERE {{ quote_of('symbol') }} IN {{ usd_at_par }}
+          UNION ALL
+          SELECT hour, {{ quote_of('symbol') }} AS currency, 1.0 / price AS usd_per_unit, symbol AS via
+          FROM hour_prices WHERE split_part(symbol, '/', 1) IN {{ usd_at_par }})
+    WHERE usd_per_unit > 0 AND currency NOT IN {{ usd_at_par }} GROUP BY ALL
 ), joined AS (
     SELECT coalesce(b.venue, c.venue) AS venue, coalesce(b.symbol, c.symbol) AS symbol,
            coalesce(b.market, c.market) AS market, {{ quote_of('coalesce(b.symbol, c.symbol)') }} AS quote,
@@ -33,17 +49,25 @@ WITH books AS (
            c.volume_base, c.volume_quote, c.volatility_1m
     FROM books b FULL OUTER JOIN candles c USING (venue, symbol, hour)
 ), priced AS (
-    -- quote currency per USD: stablecoins at par, TRY through USD/TRY, anything else unknown (null)
+    -- quote currency per USD: USD stablecoins at par, TRY through USD/TRY (raw.fx), any other quote (or TRY
+    -- without raw.fx) through a cross in the same data for that hour; else null, and usd_method says why
     SELECT j.*, coalesce(t.trades, 0) AS trades,
-           CASE WHEN j.quote IN ('USDT', 'USDC', 'USD') THEN 1.0 WHEN j.quote = 'TRY' THEN fx.usd_try END
-               AS quote_per_usd
+           CASE WHEN j.quote IN {{ usd_at_par }} THEN 1.0
+                WHEN j.quote = 'TRY' AND fx.usd_try IS NOT NULL THEN fx.usd_try
+                ELSE 1.0 / x.usd_per_unit END AS quote_per_usd,
+           CASE WHEN j.quote IN {{ usd_at_par }} THEN 'par'
+                WHEN j.quote = 'TRY' AND fx.usd_try IS NOT NULL THEN 'fx USD/TRY'
+                WHEN x.usd_per_unit IS NOT NULL THEN 'cross ' || x.via
+                WHEN j.quote = 'TRY' THEN 'no USD/TRY in raw.fx and no cross for TRY in the data'
+                ELSE 'no cross for ' || j.quote || ' in the data' END AS usd_method
     FROM joined j
     LEFT JOIN trades t USING (venue, symbol, hour)
     LEFT JOIN fx USING (hour)
+    LEFT JOIN usd_crosses x ON x.currency = j.quote AND x.hour = j.hour
 )
 SELECT venue, symbol, market, hour, mid_mean, spread_bps_mean, spread_bps_p50,
        depth_quote_mean / quote_per_usd AS depth_usd_mean,
        coalesce(volume_base, 0) AS volume_base,
-       coalesce(volume_quote, 0) / quote_per_usd AS volume_usd,
+       coalesce(volume_quote, 0) / quote_per_usd AS volume_usd, quote_per_usd, usd_method,
        trades, volatility_1m, n_books
 FROM priced
