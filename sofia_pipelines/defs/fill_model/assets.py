@@ -6,8 +6,10 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from sofia_pipelines.defs.fill_model.compute import (HORIZON_S, calibration, expected_calibration_error,
-                                                     fill_samples, fit_fill_model, held_out)
+from sofia_pipelines.defs.fill_model.compute import (HORIZON_S, bar_touch_samples, calibration,
+                                                     expected_calibration_error, fill_samples, fit_fill_model,
+                                                     held_out)
+from sofia_pipelines.market_inputs import gaps_check, gaps_metadata, read_gaps, write_gaps
 from sofia_pipelines.metadata import png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_day, read_window, replace_day
@@ -35,35 +37,76 @@ def calibration_png(table: pl.DataFrame):
     return fig
 
 
+def fill_samples_by_input(books: pl.DataFrame, trades: pl.DataFrame, candles: pl.DataFrame
+                          ) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+    """The tape's samples for every venue-symbol with books and trades, bar-touch samples from candles for
+    those without, and (venue, symbol, reason) for what has neither."""
+    traded = trades.select("venue", "symbol").unique()
+    tape = fill_samples(books.join(traded, on=["venue", "symbol"], how="semi"), trades, HORIZON_S)
+    covered = tape.select("venue", "symbol").unique() if tape.height else traded.clear()
+    bars = bar_touch_samples(candles.join(covered, on=["venue", "symbol"], how="anti"))
+    samples = pl.concat([s for s in (tape, bars) if s.height], how="vertical_relaxed") if tape.height or bars.height \
+        else pl.DataFrame()
+    sampled = samples.select("venue", "symbol").unique() if samples.height else covered
+    seen = pl.concat([f.select("venue", "symbol") for f in (books, trades, candles)]).unique()
+    gaps = []
+    for venue, symbol in seen.join(sampled, on=["venue", "symbol"], how="anti").sort("venue", "symbol").iter_rows():
+        has = {name for name, f in (("books", books), ("trades", trades), ("candles", candles))
+               if f.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).height}
+        reason = ("books without trades and no candles" if has == {"books"} else
+                  "candles give no usable bar pairs (zero-volume, gaps or zero spread estimate)" if "candles" in has
+                  else f"only {', '.join(sorted(has))}: neither a tape nor candles to fit on")
+        gaps.append((venue, symbol, reason))
+    return samples, gaps
+
+
 @dg.asset(key="fill_model", partitions_def=daily_partitions, group_name="fill_model", kinds={"duckdb", "scipy"},
-          deps=[dg.AssetKey(["raw", "books"]), dg.AssetKey(["raw", "trades"])],
+          deps=[dg.AssetKey(["raw", "books"]), dg.AssetKey(["raw", "trades"]), dg.AssetKey(["raw", "candles"])],
           description="p(fill within 60 s) for a limit order by distance from mid (in spreads), short-term "
                       "volatility and side, per venue and symbol: A*exp(-k*d)*(vol/vol_ref)^beta intensity fitted "
-                      "by maximum likelihood on the day's tape; calibration judged on the day before (held out), "
-                      "or on the day's odd hours when there is no day before.")
+                      "by maximum likelihood on the day's tape (method tape_mle); where a venue-symbol has no books "
+                      "and trades, on its candles by bar touch with the Abdi-Ranaldo spread (bar_touch_mle). "
+                      "Calibration judged on the day before (held out), or on the day's odd hours when there is "
+                      "no day before.")
 def fill_model_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     start, end = partition_window(context.partition_key)
     held_out_start = start - timedelta(days=1)
     with warehouse.get_connection() as conn:
         books = read_window(conn, "raw", RAW_TABLES["books"], held_out_start, end)
         trades = read_window(conn, "raw", RAW_TABLES["trades"], held_out_start, end)
-        samples = fill_samples(books, trades, HORIZON_S)
-        day = pl.from_epoch(samples["ts"], time_unit="ms") >= start if samples.height else pl.Series([], dtype=pl.Boolean)
-        if samples.filter(~day).height:  # the day before is the held-out day
-            fit_on, judge_on, held_out_what = samples.filter(day), samples.filter(~day), f"{held_out_start.date()}"
-        else:  # no earlier day in the warehouse: hold out the odd hours of this one
-            test = held_out(samples)
-            fit_on, judge_on, held_out_what = samples.filter(~test), samples.filter(test), "odd hours of the day"
-        model = fit_fill_model(fit_on)
-        table = calibration(model, judge_on).with_columns(pl.col("n").cast(pl.Int64))
+        candles = read_window(conn, "raw", RAW_TABLES["candles"], held_out_start, end)
+        samples, gaps = fill_samples_by_input(books, trades, candles)
+        if samples.is_empty():
+            fit_on = judge_on = samples
+            held_out_what = "nothing: no samples"
+            if not gaps:
+                gaps = [("*", "*", "no books, trades or candles for the day")]
+        else:
+            day = pl.from_epoch(samples["ts"], time_unit="ms") >= start
+            if samples.filter(~day).height:  # the day before is the held-out day
+                fit_on, judge_on, held_out_what = samples.filter(day), samples.filter(~day), f"{held_out_start.date()}"
+            else:  # no earlier day in the warehouse: hold out the odd hours of this one
+                test = held_out(samples)
+                fit_on, judge_on, held_out_what = samples.filter(~test), samples.filter(test), "odd hours of the day"
+        model = fit_fill_model(fit_on) if fit_on.height else FILL_MODEL.empty()
+        table = calibration(model, judge_on).with_columns(pl.col("n").cast(pl.Int64)) if judge_on.height \
+            else CALIBRATION.empty()
         replace_day(conn, "analytics", FILL_MODEL, model, start.date())
         replace_day(conn, "analytics", CALIBRATION, table, start.date())
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(model.height), "samples": fit_on.height,
-        "held_out": held_out_what, "held_out_samples": judge_on.height,
-        "brier_mean": float(model["brier"].mean()), "calibration_error": expected_calibration_error(table),
-        "calibration": preview(table), "calibration_chart": png_markdown(calibration_png(table)),
-        "preview": preview(model)})
+        gap_table = write_gaps(conn, "fill_model", start.date(), gaps)
+    metadata = {"dagster/row_count": dg.MetadataValue.int(model.height), "samples": fit_on.height,
+                "held_out": held_out_what, "held_out_samples": judge_on.height,
+                "methods": ", ".join(sorted(set(model["method"].drop_nulls()))) or "none",
+                "preview": preview(model), **gaps_metadata(gap_table)}
+    if model.height:
+        metadata["brier_mean"] = float(model["brier"].mean())
+    if table.height:
+        metadata.update({"calibration_error": expected_calibration_error(table), "calibration": preview(table),
+                         "calibration_chart": png_markdown(calibration_png(table))})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+fill_model_inputs_complete = gaps_check("fill_model")
 
 
 @dg.asset_check(asset="fill_model", blocking=True, partitions_def=daily_partitions,
@@ -74,6 +117,11 @@ def fill_model_calibrated(context: dg.AssetCheckExecutionContext, warehouse: Duc
     with warehouse.get_connection() as conn:
         table = read_day(conn, "analytics", CALIBRATION, day)
         model = read_day(conn, "analytics", FILL_MODEL, day)
+        gaps = read_gaps(conn, "fill_model", day)
+    if model.is_empty() and not gaps.is_empty():
+        # nothing could be fitted, for the reasons fill_model_inputs_complete (WARN) lists: nothing to judge
+        return dg.AssetCheckResult(passed=True, metadata={"fitted": 0, "not_computed_count": gaps.height},
+                                   description="no model fitted: see fill_model_inputs_complete for why")
     error = expected_calibration_error(table) if table.height else 1.0
     in_range = table["predicted"].is_between(0, 1).all() and (model["intensity_a"] > 0).all()
     return dg.AssetCheckResult(passed=bool(in_range and error <= MAX_CALIBRATION_ERROR),

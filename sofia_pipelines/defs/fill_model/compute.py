@@ -3,6 +3,10 @@
 Hypothetical limit orders are placed once a minute at several distances from mid (in spreads) on each
 side; one fills when a taker trade on the other side prints at or through its price within the horizon.
 (A, k, beta) maximize the Bernoulli likelihood of those outcomes under sofia_runtime.fill_model.p_fill.
+
+Without books and trades, the same orders are placed at each candle's close and fill when the next bar's low
+(buy) or high (sell) reaches them ("bar touch"), with the spread estimated from the candles: an optimistic
+model (a touch is not a fill, there is no queue), named so in the table's `method`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import polars as pl
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from sofia_pipelines.market_inputs import ABDI_RANALDO, candle_spread_abdi_ranaldo, finest_candles
 from sofia_runtime.fill_model import FillParams, p_fill
 from sofia_runtime.schemas import FILL_MODEL
 
@@ -19,6 +24,8 @@ DISTANCES = np.array([0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0])
 HORIZON_S = 60.0
 SAMPLE_EVERY_S = 60
 VOL_WINDOW = 10  # minutes of mid returns behind each sample
+TAPE = ("tape_mle", "books+trades")
+BAR_TOUCH = "bar_touch_mle"
 
 
 def neg_log_likelihood(theta: np.ndarray, features: np.ndarray, filled: np.ndarray,
@@ -94,7 +101,49 @@ def fill_samples(books: pl.DataFrame, trades: pl.DataFrame, horizon_s: float = H
             "side": pl.Series([s for s, _, _ in sides]).gather(np.repeat(np.arange(len(sides)), len(DISTANCES) * n)),
             "ts": np.tile(b_ts[idx], k), "distance": np.tile(np.repeat(DISTANCES, n), len(sides)),
             "vol": np.tile(vol, k), "filled": np.concatenate(filled).ravel()}))
-    return pl.concat(out) if out else pl.DataFrame()
+    if not out:
+        return pl.DataFrame()
+    return pl.concat(out).with_columns(pl.lit(horizon_s).alias("horizon_s"), pl.lit(TAPE[0]).alias("method"),
+                                       pl.lit(TAPE[1]).alias("inputs"))
+
+
+def bar_touch_samples(candles: pl.DataFrame) -> pl.DataFrame:
+    """fill_samples' rows from candles alone: at each bar's close (the mid), orders at DISTANCES spreads fill
+    when the next bar's low (buy) or high (sell) reaches them within that bar (horizon = the bar). The spread
+    is the Abdi-Ranaldo estimate of the bar's hour, else of the venue-symbol's whole window; volatility is the
+    rolling std of the bars' log returns over VOL_WINDOW bars, scaled to one minute."""
+    bars = finest_candles(candles).sort("venue", "symbol", "ts")
+    if bars.is_empty():
+        return pl.DataFrame()
+    by = ["venue", "symbol"]
+    hourly = candle_spread_abdi_ranaldo(bars).filter(pl.col("spread_bps") > 0)
+    overall = candle_spread_abdi_ranaldo(bars, every=None).select(*by, pl.col("spread_bps").alias("window_spread_bps"))
+    df = (bars.with_columns(pl.col("ts").dt.truncate("1h").alias("hour"))
+          .join(hourly.select(*by, "hour", "spread_bps"), on=[*by, "hour"], how="left")
+          .join(overall, on=by, how="left")
+          .with_columns(pl.coalesce("spread_bps", "window_spread_bps").alias("spread_bps"),
+                        pl.col("close").log().diff().over(by).alias("ret"),
+                        pl.col("low").shift(-1).over(by).alias("next_low"),
+                        pl.col("high").shift(-1).over(by).alias("next_high"),
+                        (pl.col("ts").shift(-1).over(by) - pl.col("ts")).dt.total_seconds().alias("gap_s"))
+          .with_columns((pl.col("ret").rolling_std(VOL_WINDOW, min_samples=3).over(by)
+                         / (pl.col("bar_seconds") / 60).sqrt()).alias("vol"))
+          .filter((pl.col("gap_s") == pl.col("bar_seconds")) & (pl.col("spread_bps") > 0) & pl.col("vol").is_finite()
+                  & (pl.col("vol") > 0)))
+    if df.is_empty():
+        return pl.DataFrame()
+    grid = pl.DataFrame({"distance": DISTANCES})
+    samples = df.join(grid, how="cross").with_columns((pl.col("close") * pl.col("spread_bps") / 1e4).alias("_spread"))
+    buys = samples.with_columns(pl.lit("buy").alias("side"),
+                                (pl.col("next_low") <= pl.col("close") - pl.col("distance") * pl.col("_spread"))
+                                .alias("filled"))
+    sells = samples.with_columns(pl.lit("sell").alias("side"),
+                                 (pl.col("next_high") >= pl.col("close") + pl.col("distance") * pl.col("_spread"))
+                                 .alias("filled"))
+    return pl.concat([buys, sells]).select(
+        *by, "side", pl.col("ts").dt.epoch("ms").alias("ts"), "distance", "vol", "filled",
+        pl.col("bar_seconds").cast(pl.Float64).alias("horizon_s"), pl.lit(BAR_TOUCH).alias("method"),
+        pl.format("candles {} + {} spread", "timeframe", pl.lit(ABDI_RANALDO)).alias("inputs"))
 
 
 def _one_blas_thread():
@@ -109,20 +158,26 @@ def fit_fill_model(samples: pl.DataFrame, horizon_s: float = HORIZON_S) -> pl.Da
     with _one_blas_thread():
         for (venue, symbol, side), g in samples.group_by("venue", "symbol", "side", maintain_order=True):
             d, v, y = g["distance"].to_numpy(), g["vol"].to_numpy(), g["filled"].to_numpy().astype(float)
-            params = fit_params(d, v, y, horizon_s)
-            brier = float(np.mean((p_fill(params, d, v, horizon_s) - y) ** 2))
+            h = g["horizon_s"].to_numpy() if "horizon_s" in g.columns else horizon_s
+            params = fit_params(d, v, y, h)
+            brier = float(np.mean((p_fill(params, d, v, h) - y) ** 2))
             rows.append({"venue": venue, "symbol": symbol, "side": side, "intensity_a": params.intensity_a,
                          "decay_k": params.decay_k, "vol_ref": params.vol_ref, "vol_exponent": params.vol_exponent,
-                         "brier": brier, "n_obs": len(y)})
+                         "brier": brier, "n_obs": len(y),
+                         "method": g["method"][0] if "method" in g.columns else TAPE[0],
+                         "inputs": g["inputs"][0] if "inputs" in g.columns else TAPE[1]})
+    if not rows:
+        return FILL_MODEL.empty()
     return FILL_MODEL.conform(pl.DataFrame(rows), "fill_model")
 
 
 def calibration(model: pl.DataFrame, samples: pl.DataFrame, horizon_s: float = HORIZON_S) -> pl.DataFrame:
     """Predicted vs observed fill rate by predicted-probability bucket on `samples` (a held-out set)."""
-    joined = samples.join(model, on=["venue", "symbol", "side"])
+    joined = samples.join(model.drop("method", "inputs", strict=False), on=["venue", "symbol", "side"])
+    h = joined["horizon_s"].to_numpy() if "horizon_s" in joined.columns else horizon_s
     pred = p_fill(FillParams(joined["intensity_a"].to_numpy(), joined["decay_k"].to_numpy(),
                              joined["vol_ref"].to_numpy(), joined["vol_exponent"].to_numpy()),
-                  joined["distance"].to_numpy(), joined["vol"].to_numpy(), horizon_s)
+                  joined["distance"].to_numpy(), joined["vol"].to_numpy(), h)
     df = joined.with_columns(pl.Series("predicted", pred),
                              (pl.Series("predicted", pred) * 10).floor().clip(0, 9).alias("bucket"))
     return df.group_by("bucket").agg(pl.len().alias("n"), pl.col("predicted").mean().alias("predicted"),

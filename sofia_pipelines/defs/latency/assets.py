@@ -5,11 +5,14 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.analytics_io import read_mart, trailing_window
-from sofia_pipelines.defs.latency.compute import LATENCY_HEATMAP, latency_heatmap, route_table, venue_costs
+from sofia_pipelines.defs.latency.compute import (LATENCY_HEATMAP, hourly_tape_latency, latency_heatmap,
+                                                  route_table, venue_costs)
+from sofia_pipelines.market_inputs import (LATENCY_FROM_TAPE, gaps_check, gaps_metadata, tape_latency_samples,
+                                           with_spread, write_gaps)
 from sofia_pipelines.metadata import png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_window, replace_day
-from sofia_runtime.schemas import FEE_TABLE, RAW_TABLES, ROUTE_TABLE
+from sofia_runtime.schemas import FEE_TABLE, MARKETS, RAW_TABLES, ROUTE_TABLE
 
 GROUP = "latency"
 
@@ -37,41 +40,97 @@ def heatmap_png(heatmap: pl.DataFrame):
     return fig
 
 
+NO_LATENCY = "no latency probes (raw.latency) and no local receive times on the tape (raw.trades/raw.books local_ts)"
+
+
 @dg.asset(key="latency_heatmap", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "polars"},
-          deps=[dg.AssetKey(["raw", "latency"])],
+          deps=[dg.AssetKey(["raw", "latency"]), dg.AssetKey(["raw", "trades"]), dg.AssetKey(["raw", "books"])],
           description="Latency p50/p95/p99 and error rate per venue x endpoint x hour of day and of week, "
-                      "over the trailing week of probe samples.")
+                      "over the trailing week of probe samples; where a venue has no probes, the tape's local "
+                      "receive time minus exchange time (endpoint websocket, method tape_local_minus_exchange_ts).")
 def latency_heatmap_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     start, end = trailing_window(context.partition_key)
+    day = partition_window(context.partition_key)[0].date()
     with warehouse.get_connection() as conn:
         probes = read_window(conn, "raw", RAW_TABLES["latency"], start, end)
-        heatmap = latency_heatmap(probes)
-        replace_day(conn, "analytics", LATENCY_HEATMAP, heatmap, partition_window(context.partition_key)[0].date())
+        tape = tape_latency_samples(conn, start, end).join(probes.select("venue").unique(), on="venue", how="anti")
+        frames = [f for f in (latency_heatmap(probes) if probes.height else None,
+                              latency_heatmap(tape, LATENCY_FROM_TAPE, "raw.trades/raw.books local_ts - ts")
+                              if tape.height else None) if f is not None]
+        heatmap = pl.concat(frames) if frames else LATENCY_HEATMAP.empty()
+        replace_day(conn, "analytics", LATENCY_HEATMAP, heatmap, day)
+        gaps = write_gaps(conn, "latency_heatmap", day, [] if heatmap.height else [("*", "*", NO_LATENCY)])
     daily = heatmap.filter(pl.col("view") == "hour_of_day")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(heatmap.height), "probe_samples": probes.height,
-        "worst_p99_ms": float(daily["p99_ms"].max() or 0), "worst_error_rate": float(daily["error_rate"].max() or 0),
-        "heatmap": png_markdown(heatmap_png(heatmap)), "preview": preview(daily.sort("p95_ms", descending=True))})
+    metadata = {"dagster/row_count": dg.MetadataValue.int(heatmap.height), "probe_samples": probes.height,
+                "tape_samples": tape.height, "preview": preview(daily.sort("p95_ms", descending=True)),
+                **gaps_metadata(gaps)}
+    if heatmap.height:
+        metadata.update({"worst_p99_ms": float(daily["p99_ms"].max() or 0),
+                         "worst_error_rate": float(daily["error_rate"].max() or 0),
+                         "heatmap": png_markdown(heatmap_png(heatmap))})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+latency_heatmap_inputs_complete = gaps_check("latency_heatmap")
+
+
+def route_gaps(liquidity: pl.DataFrame, fees: pl.DataFrame, markets: pl.DataFrame,
+               routes: pl.DataFrame) -> list[tuple[str, str, str]]:
+    """(venue, symbol, reason) for each market the route table could not cost in some hour, from what was absent."""
+    taker = fees.filter(pl.col("selected")).select("venue", "symbol").unique()
+    priced = liquidity.filter(pl.col("spread_bps").is_not_null())
+    routed_hours = {s: set(h) for s, h in routes.group_by("symbol").agg(pl.col("hour").unique()).iter_rows()}
+    gaps = []
+    for venue, symbol in markets.select("venue", "symbol").unique().sort("venue", "symbol").iter_rows():
+        mine = liquidity.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))
+        if mine.is_empty():
+            gaps.append((venue, symbol, "no candles or books in the trailing week"))
+        elif taker.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).is_empty():
+            gaps.append((venue, symbol, "no selected taker fee in fee_table"))
+        else:
+            hours = set(priced.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))["hour"]
+                        .dt.hour().to_list())
+            missing = sorted(set(range(24)) - hours - routed_hours.get(symbol, set()))
+            if missing:
+                gaps.append((venue, symbol, f"no spread (no books, too few candles to estimate) in UTC hours "
+                                            f"{missing}"))
+    return gaps
 
 
 @dg.asset(key="route_table", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "polars"},
           deps=[dg.AssetKey(["marts", "mart_hourly_liquidity"]), dg.AssetKey(["marts", "mart_hourly_latency"]),
-                dg.AssetKey("fee_table")],
+                dg.AssetKey("fee_table"), dg.AssetKey("markets"), dg.AssetKey(["raw", "candles"]),
+                dg.AssetKey(["raw", "trades"]), dg.AssetKey(["raw", "books"])],
           description="Per symbol, side and UTC hour: the venue with the lowest expected all-in cost for the "
                       "configured notional (taker fee + half spread + latency slippage + depth impact), the "
-                      "runner-up and the margin.")
+                      "runner-up and the margin. Spread from books, else the Abdi-Ranaldo estimate from candles; "
+                      "latency from private REST probes, else the tape's feed delay; a part without its input is "
+                      "not charged and the row's `inputs` says so.")
 def route_table_asset(context: dg.AssetExecutionContext, config: RouteConfig,
                       warehouse: DuckDBResource) -> dg.MaterializeResult:
     start, end = trailing_window(context.partition_key)
+    day = partition_window(context.partition_key)[0].date()
     with warehouse.get_connection() as conn:
-        costs = venue_costs(read_mart(conn, "mart_hourly_liquidity", start, end),
-                            read_mart(conn, "mart_hourly_latency", start, end),
-                            read_window(conn, "analytics", FEE_TABLE), config.notional_usd)
+        liquidity = with_spread(read_mart(conn, "mart_hourly_liquidity", start, end),
+                                read_window(conn, "raw", RAW_TABLES["candles"], start, end))
+        probes = read_mart(conn, "mart_hourly_latency", start, end)
+        tape = hourly_tape_latency(tape_latency_samples(conn, start, end))
+        fees = read_window(conn, "analytics", FEE_TABLE)
+        costs = venue_costs(liquidity, pl.concat([probes.select(tape.columns), tape], how="vertical_relaxed"),
+                            fees, config.notional_usd)
         routes = route_table(costs, config.notional_usd)
-        replace_day(conn, "analytics", ROUTE_TABLE, routes, partition_window(context.partition_key)[0].date())
+        replace_day(conn, "analytics", ROUTE_TABLE, routes, day)
+        gaps = write_gaps(conn, "route_table", day,
+                          route_gaps(liquidity, fees, read_window(conn, "analytics", MARKETS), routes))
     share = routes.group_by("best_venue").len().sort("len", descending=True)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(routes.height), "symbols": routes["symbol"].n_unique(),
-        "share_by_venue": preview(share), "median_cost_bps": float(routes["best_cost_bps"].median()),
+        "share_by_venue": preview(share),
+        "median_cost_bps": float(routes["best_cost_bps"].median()) if routes.height else "n/a: no routes",
+        "methods": preview(routes.group_by("method", "inputs").len().sort("len", descending=True)),
         "preview": preview(routes.filter(pl.col("side") == "buy").sort("margin_bps", descending=True,
-                                                                       nulls_last=True))})
+                                                                       nulls_last=True)),
+        **gaps_metadata(gaps)})
+
+
+route_table_inputs_complete = gaps_check("route_table")

@@ -62,5 +62,7 @@ def test_rejections_say_why():
     out = {r["symbol"]: r for r in funding_opportunities(funding, books, fees, CarryConfig()).iter_rows(named=True)}
     assert not out["X/USDT:USDT"]["offered"] and out["X/USDT:USDT"]["reason"].startswith("costs exceed carry")
     assert out["Y/USDT:USDT"]["direction"] == "short_spot_long_perp"
-    assert out["Y/USDT:USDT"]["reason"] == "no spot leg, fee or book to price both legs"
+    assert out["Y/USDT:USDT"]["reason"] == ("cannot price both legs, absent: perp spread (books or candles), spot "
+                                            "spread (books or candles), basis (spot and perp prices at the same times)")
+    assert out["X/USDT:USDT"]["method"] == "spread=perp:books,spot:books;basis=books"
     assert out["Z/USDT:USDT"]["reason"] == "too few funding observations"
