@@ -1,4 +1,4 @@
-{{ config(pre_hook="{{ delete_window('hour') }}") }}
+{{ config(pre_hook="{{ delete_window('hour') }}", on_schema_change="append_new_columns") }}
 -- Every input is aggregated to one row per venue, symbol and hour first; what derives from the symbol alone
 -- (quote currency, USD conversion) is computed on those rows, not on each of the ~100M input rows.
 WITH books AS (
@@ -7,16 +7,19 @@ WITH books AS (
            avg(depth_quote) AS depth_quote_mean, count(*) AS n_books
     FROM {{ ref('stg_books') }} WHERE {{ in_window('ts') }} GROUP BY ALL
 ), candle_hours AS (
-    -- each hour's closes in time order: sorting the ~60 closes of every hour is far cheaper than a window
+    -- each hour's closes in time order, of the finest timeframe the venue/symbol has in that hour (bars longer
+    -- than an hour say nothing about one hour); sorting the closes of every hour is far cheaper than a window
     -- ordering all candles of a symbol, and gives each close the same predecessor
-    SELECT venue, symbol, market, date_trunc('hour', ts) AS hour, sum(volume) AS volume_base,
-           sum(volume * close) AS volume_quote, list(close ORDER BY ts) AS closes
-    FROM {{ ref('stg_candles') }} WHERE {{ in_window('ts') }} GROUP BY ALL
+    SELECT venue, symbol, market, date_trunc('hour', ts) AS hour, timeframe AS candle_timeframe, bar_seconds,
+           sum(volume) AS volume_base, sum(volume * close) AS volume_quote, list(close ORDER BY ts) AS closes
+    FROM {{ ref('stg_candles') }} WHERE {{ in_window('ts') }} AND bar_seconds <= 3600 GROUP BY 1, 2, 3, 4, 5, 6
+    QUALIFY bar_seconds = min(bar_seconds) OVER (PARTITION BY venue, symbol, hour)
 ), candles AS (
-    -- 1-minute log returns (the hour's first against the previous hour's last close), their sample stddev
-    SELECT venue, symbol, market, hour, volume_base, volume_quote,
+    -- log returns per bar (the hour's first against the previous hour's last close), their sample stddev
+    -- stated per 1 minute: a random walk's stddev scales with sqrt(time), so x sqrt(60 s / bar seconds)
+    SELECT venue, symbol, market, hour, candle_timeframe, volume_base, volume_quote,
            list_stddev_samp(list_transform(closes, lambda c, i: ln(c / if(i = 1, prev_close, closes[i - 1]))))
-               AS volatility_1m
+               * sqrt(60.0 / bar_seconds) AS volatility_1m
     FROM (SELECT *, lag(closes[-1]) OVER (PARTITION BY venue, symbol ORDER BY hour) AS prev_close
           FROM candle_hours)
 ), trades AS (
@@ -46,7 +49,7 @@ WITH books AS (
            coalesce(b.market, c.market) AS market, {{ quote_of('coalesce(b.symbol, c.symbol)') }} AS quote,
            coalesce(b.hour, c.hour) AS hour,
            b.mid_mean, b.spread_bps_mean, b.spread_bps_p50, b.depth_quote_mean, coalesce(b.n_books, 0) AS n_books,
-           c.volume_base, c.volume_quote, c.volatility_1m
+           c.volume_base, c.volume_quote, c.volatility_1m, c.candle_timeframe
     FROM books b FULL OUTER JOIN candles c USING (venue, symbol, hour)
 ), priced AS (
     -- quote currency per USD: USD stablecoins at par, TRY through USD/TRY (raw.fx), any other quote (or TRY
@@ -69,5 +72,5 @@ SELECT venue, symbol, market, hour, mid_mean, spread_bps_mean, spread_bps_p50,
        depth_quote_mean / quote_per_usd AS depth_usd_mean,
        coalesce(volume_base, 0) AS volume_base,
        coalesce(volume_quote, 0) / quote_per_usd AS volume_usd, quote_per_usd, usd_method,
-       trades, volatility_1m, n_books
+       trades, volatility_1m, candle_timeframe, n_books
 FROM priced

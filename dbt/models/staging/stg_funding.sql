@@ -1,1 +1,1 @@
-SELECT venue, symbol, ts, funding_rate FROM {{ source('raw', 'funding') }}
+SELECT venue, symbol, ts, funding_rate, mark_price, index_price FROM {{ source('raw', 'funding') }}

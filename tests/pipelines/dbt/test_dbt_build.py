@@ -117,3 +117,39 @@ def test_definitions_validate_on_the_workspace():
     proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
                           capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": ""}, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _resample(df: pl.DataFrame, every: str) -> pl.DataFrame:
+    return (df.sort("ts").group_by_dynamic("ts", every=every, group_by=["venue", "symbol", "market"])
+            .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+                 pl.col("volume").sum())
+            .with_columns(pl.lit(every).alias("timeframe")))
+
+
+@pytest.mark.slow
+def test_mart_takes_the_finest_timeframe_per_hour_and_states_volatility_per_minute(data_dir, resources):
+    raw = _small_day()
+    one_minute = raw["candles"]
+    binance = one_minute.filter(pl.col("venue") == "binance")
+    btcturk = one_minute.filter(pl.col("venue") == "btcturk")
+    # binance: 1m and 5m bars of the same two hours, plus an 8h bar; btcturk: 1m in hour 0, only 5m in hour 1
+    btcturk_5m = _resample(btcturk.filter(pl.col("ts") >= START.replace(hour=1)), "5m")
+    raw["candles"] = pl.concat([RAW_TABLES["candles"].conform(df, "test") for df in (
+        binance, _resample(binance, "5m"), _resample(binance, "8h"),
+        btcturk.filter(pl.col("ts") < START.replace(hour=1)), btcturk_5m)])
+    _write_raw(raw)
+    result = _materialize(resources)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
+        mart = conn.sql("SELECT venue, hour, candle_timeframe, volume_base, volatility_1m "
+                        "FROM marts.mart_hourly_liquidity ORDER BY venue, hour").pl()
+    assert mart.select("venue", "candle_timeframe").rows() == [("binance", "1m"), ("binance", "1m"),
+                                                               ("btcturk", "1m"), ("btcturk", "5m")]
+    # the coarser bars of the same hours are not counted again
+    assert mart["volume_base"][0] == pytest.approx(binance.filter(pl.col("ts") < START.replace(hour=1))["volume"].sum())
+    # hour 1 of btcturk from 5m bars: log returns per bar (the first against hour 0's last 1m close) x sqrt(60/300)
+    closes = [btcturk.filter(pl.col("ts") < START.replace(hour=1)).sort("ts")["close"][-1],
+              *btcturk_5m.sort("ts")["close"].to_list()]
+    returns = pl.Series(closes).log().diff().drop_nulls()
+    assert mart["volatility_1m"][3] == pytest.approx(returns.std() * (60 / 300) ** 0.5)
+    assert mart["volume_base"][3] == pytest.approx(btcturk_5m["volume"].sum())
