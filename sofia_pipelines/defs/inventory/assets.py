@@ -6,6 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.defs.fees.compute import load_yaml
 from sofia_pipelines.defs.inventory.compute import REBALANCE_PLAN, inventory_targets, rebalance_plan
+from sofia_pipelines.market_inputs import gaps_check, gaps_metadata, write_gaps
 from sofia_pipelines.metadata import preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_day, read_window, replace_day, table_exists
@@ -26,52 +27,95 @@ def current_balances(conn, config: dict) -> tuple[pl.DataFrame, str]:
 
 
 def usd_prices(conn, start, end) -> dict[str, float]:
+    """USD per unit of each base quoted in USDT in [start, end): the last book mid of its spot pair, else the last
+    candle close of the spot pair, else of its USDT-margined perp. An asset absent here has no USD price."""
     books = read_window(conn, "raw", RAW_TABLES["books"], start, end)
+    candles = read_window(conn, "raw", RAW_TABLES["candles"], start, end)
     fx = read_window(conn, "raw", RAW_TABLES["fx"], start, end)
+    prices: dict[str, float] = {}
+    closes = candles.sort("ts").group_by("symbol").agg(pl.col("close").last())
+    for suffix in ("/USDT:USDT", "/USDT"):  # later wins: spot over perp
+        for symbol, close in closes.filter(pl.col("symbol").str.ends_with(suffix)).iter_rows():
+            prices[symbol.split("/")[0]] = close
     last = books.filter(pl.col("symbol").str.ends_with("/USDT")).sort("ts").group_by("symbol").last()
-    prices = {s.split("/")[0]: (b + a) / 2 for s, b, a in last.select("symbol", "bid", "ask").iter_rows()}
+    prices.update({s.split("/")[0]: (b + a) / 2 for s, b, a in last.select("symbol", "bid", "ask").iter_rows()})
     prices["USDT"] = 1.0
     if fx.height:
         prices["TRY"] = 1.0 / fx.sort("ts")["rate"][-1]
     return prices
 
 
+def day_assets(conn, start, end) -> pl.DataFrame:
+    """(venue, asset) for every base and quote of a symbol with candles, books or trades in [start, end)."""
+    pairs = [conn.sql(f"SELECT DISTINCT venue, symbol FROM raw.{t} WHERE ts >= ? AND ts < ?", params=[start, end]).pl()
+             for t in ("candles", "books", "trades") if table_exists(conn, "raw", t)]
+    pairs = [p for p in pairs if p.height]
+    if not pairs:
+        return pl.DataFrame(schema={"venue": pl.Utf8, "asset": pl.Utf8})
+    df = pl.concat(pairs).unique()
+    return df.select("venue", pl.concat_list(pl.col("symbol").str.split("/").list.first(),
+                                             pl.col("symbol").str.split("/").list.last().str.split(":").list.first())
+                     .alias("asset")).explode("asset").unique().sort("venue", "asset")
+
+
+def held_with_data(balances: pl.DataFrame, traded: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+    """The balances of (venue, asset) pairs the day's market data has, and a gap for each pair held without data."""
+    kept = balances.join(traded, on=["venue", "asset"], how="semi")
+    dropped = balances.join(traded, on=["venue", "asset"], how="anti").sort("venue", "asset")
+    gaps = [(v, a, "held but no market data for it on this venue this day: no target, no transfer")
+            for v, a in dropped.select("venue", "asset").iter_rows()]
+    return kept, gaps
+
+
 @dg.asset(key="inventory_targets", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "polars"},
-          deps=[dg.AssetKey("route_table")],
+          deps=[dg.AssetKey("route_table"), dg.AssetKey(["raw", "candles"]), dg.AssetKey(["raw", "books"]),
+                dg.AssetKey(["raw", "trades"])],
           description="Target balance per venue and asset: each asset's total split by the venues' share of routed "
-                      "flow, with a per-venue floor as buffer and a tolerance band.")
+                      "flow, with a per-venue floor as buffer and a tolerance band; only for the venues and assets "
+                      "the day's market data has (a balance held elsewhere is listed, not targeted).")
 def inventory_targets_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     config = load_yaml("inventory.yaml")
-    day = partition_window(context.partition_key)[0].date()
+    start, end = partition_window(context.partition_key)
+    day = start.date()
     with warehouse.get_connection() as conn:
         balances, origin = current_balances(conn, config)
-        targets = inventory_targets(read_day(conn, "analytics", ROUTE_TABLE, day), balances,
+        held, gaps = held_with_data(balances, day_assets(conn, start, end))
+        targets = inventory_targets(read_day(conn, "analytics", ROUTE_TABLE, day), held,
                                     config["min_share"], config["tolerance"])
         replace_day(conn, "analytics", INVENTORY_TARGETS, targets, day)
+        gap_table = write_gaps(conn, "inventory_targets", day, gaps)
     return dg.MaterializeResult(metadata={"dagster/row_count": dg.MetadataValue.int(targets.height),
-                                          "balances_from": origin, "preview": preview(targets, 15)})
+                                          "balances_from": origin, "preview": preview(targets, 15),
+                                          **gaps_metadata(gap_table)})
+
+
+inventory_targets_inputs_complete = gaps_check("inventory_targets")
 
 
 @dg.asset(key="rebalance_plan", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "scipy"},
           deps=[dg.AssetKey("inventory_targets"), dg.AssetKey("withdrawal_fees")],
           description="The cheapest set of transfers (withdrawal fees by network) that brings every venue within "
                       "its target band, solved as a mixed-integer LP with scipy's linprog; infeasible assets are "
-                      "reported with the reason.")
+                      "reported with the reason. Plans only the day's targets (venues and assets with market data).")
 def rebalance_plan_asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     config = load_yaml("inventory.yaml")
     start, end = partition_window(context.partition_key)
     with warehouse.get_connection() as conn:
         balances, origin = current_balances(conn, config)
         prices = usd_prices(conn, start, end)
-        plan = rebalance_plan(read_day(conn, "analytics", INVENTORY_TARGETS, start.date()), balances,
-                              read_window(conn, "analytics", WITHDRAWAL_FEES), prices)
+        targets = read_day(conn, "analytics", INVENTORY_TARGETS, start.date())
+        targets_rows = targets.height
+        plan = rebalance_plan(targets, balances, read_window(conn, "analytics", WITHDRAWAL_FEES), prices)
         replace_day(conn, "analytics", REBALANCE_PLAN, plan, start.date())
     planned = plan.filter(pl.col("status") == "planned")
-    cost = sum(f * prices.get(a, 0.0) for a, f in planned.select("asset", "fee").iter_rows())
+    unpriced = sorted(set(planned["asset"]) - set(prices))
+    cost = sum(f * prices[a] for a, f in planned.select("asset", "fee").iter_rows() if a in prices)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(plan.height), "transfers": planned.height,
-        "total_fee_usd": round(cost, 2), "infeasible_assets": plan.filter(pl.col("status") == "infeasible").height,
-        "balances_from": origin, "plan": preview(plan, 20)})
+        "total_fee_usd": round(cost, 2) if not unpriced else f"{cost:.2f} + fees in {unpriced} (no USD price)",
+        "infeasible_assets": plan.filter(pl.col("status") == "infeasible").height,
+        "targets": targets_rows, "balances_from": origin, "plan": preview(plan, 20),
+        "note": "nothing to plan: no targets for the day (see inventory_targets)" if not targets_rows else "targets"})
 
 
 @dg.asset_check(asset="rebalance_plan", blocking=True, partitions_def=daily_partitions,

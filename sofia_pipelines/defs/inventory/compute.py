@@ -112,6 +112,7 @@ def rebalance_plan(targets: pl.DataFrame, balances: pl.DataFrame, withdrawal: pl
         t = targets.filter(pl.col("asset") == asset)
         b = dict(balances.filter(pl.col("asset") == asset).select("venue", "total").iter_rows())
         fees = {r["venue"]: (r["network"], r["fee"]) for r in cheapest.filter(pl.col("asset") == asset).iter_rows(named=True)}
+        # the price scales every cost of one asset alike, so an asset without a USD price has the same optimum
         plans.append(rebalance_asset(asset, {v: b.get(v, 0.0) for v in t["venue"]},
                                      dict(zip(t["venue"], t["lower"])), dict(zip(t["venue"], t["upper"])),
                                      fees, prices_usd.get(asset, 1.0)))

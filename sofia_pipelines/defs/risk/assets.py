@@ -10,13 +10,14 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.defs.inventory.assets import usd_prices
-from sofia_pipelines.defs.risk.backtest import backtest_snapshot, pnl_frame, run_backtest
+from sofia_pipelines.defs.risk.backtest import backtest_snapshot, pnl_frame, replay_blockers, run_backtest
 from sofia_pipelines.defs.risk.compute import (book_risk, limit_scale, market_daily_returns, risk_config,
                                                risk_history, risk_limits_frame)
 from sofia_pipelines.defs.risk.monte_carlo import (FAN_QUANTILES, MonteCarloResult, fan_quantiles,
                                                    run_monte_carlo, t_var_cvar)
 from sofia_pipelines.defs.serving.assets import UNPARTITIONED
 from sofia_pipelines.defs.symbols.compute import SYMBOL_RANKINGS
+from sofia_pipelines.market_inputs import gaps_check, gaps_metadata, read_gaps, write_gaps
 from sofia_pipelines.metadata import markdown_table, png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_day, read_window, replace_day, table_exists
@@ -44,7 +45,9 @@ def _limits_at_defaults(conn, start, end, config) -> pl.DataFrame:
                       "paper venues and their fill model, the gate, fees and tax; journal and venue records under "
                       "<data>/backtest/<day>/<strategy>/. Daily P&L per strategy and for the book "
                       "(analytics.risk_backtest_pnl), the fills it assumed (risk_backtest_fills) and the "
-                      "positions it ends with (risk_backtest_positions).")
+                      "positions it ends with (risk_backtest_positions). A day without books (or markets, fees, a "
+                      "fill model) is not replayed: the tables are empty and risk_backtest_inputs_complete (WARN) "
+                      "names the strategies and why; a day with books for some minutes replays those minutes.")
 def risk_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
     config = risk_config()
     key = context.partition_key
@@ -57,6 +60,18 @@ def risk_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource) 
         tables["risk_limits"] = _limits_at_defaults(conn, start, end, config)
         rankings = read_day(conn, "analytics", SYMBOL_RANKINGS, start.date())
     scratch = paths.data_dir() / "backtest" / key
+    strategies = list(config.backtest.strategies)
+    why_not = replay_blockers(tables)
+    if why_not:
+        with warehouse.get_connection() as conn:
+            for table in (RISK_BACKTEST_PNL, RISK_BACKTEST_FILLS, RISK_BACKTEST_POSITIONS):
+                replace_day(conn, "analytics", table, table.empty(), start.date())
+            gaps = write_gaps(conn, "risk_backtest", start.date(),
+                              [("*", name, f"not replayed: {why_not}") for name in strategies])
+        context.log.warning(f"{key}: no strategy replayed ({', '.join(strategies)}): {why_not}")
+        return dg.MaterializeResult(metadata={"dagster/row_count": dg.MetadataValue.int(0),
+                                              "status": "not replayed", "strategies_not_replayed": strategies,
+                                              "reason": why_not, **gaps_metadata(gaps)})
     snapshot = backtest_snapshot(tables, key, scratch)
     runs = []
     for name, spec in config.backtest.strategies.items():
@@ -67,20 +82,26 @@ def risk_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource) 
     pnl = pnl_frame(runs)
     fills = pl.concat([r.fills for r in runs])
     positions = pl.concat([r.positions for r in runs])
+    replayed = tables["replay_books"]
     with warehouse.get_connection() as conn:
         replace_day(conn, "analytics", RISK_BACKTEST_PNL, pnl, start.date())
         replace_day(conn, "analytics", RISK_BACKTEST_FILLS, fills, start.date())
         replace_day(conn, "analytics", RISK_BACKTEST_POSITIONS, positions, start.date())
+        gaps = write_gaps(conn, "risk_backtest", start.date(), [])
     book = pnl.filter(pl.col("strategy") == "book").row(0, named=True)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(pnl.height), "fills": fills.height,
         "book_net_usd": dg.MetadataValue.float(book["net_usd"]),
         "replay_seconds": dg.MetadataValue.float(round(book["seconds"], 2)),
+        "replayed_books": f"{replayed.height:,} rows, {replayed['ts'].min()} … {replayed['ts'].max()}",
         "pnl": dg.MetadataValue.md(markdown_table(pnl.select(
             "strategy", "net_usd", "gross_usd", "fees_usd", "funding_usd", "tax_usd", "end_exposure_usd",
             "decisions", "passed", "fills", "instruments", "seconds"))),
         "fills_preview": preview(fills.select("strategy", "ts", "venue", "symbol", "side", "liquidity", "price",
-                                              "amount", "fee", "tag"))})
+                                              "amount", "fee", "tag")), **gaps_metadata(gaps)})
+
+
+risk_backtest_inputs_complete = gaps_check("risk_backtest")
 
 
 def _charts(result: MonteCarloResult):
@@ -146,7 +167,8 @@ def risk_monte_carlo(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
             raise LookupError("analytics.risk_backtest_pnl does not exist: materialize risk_backtest first")
         pnl = conn.sql("SELECT day, strategy, net_usd FROM analytics.risk_backtest_pnl WHERE day >= ? AND day <= ?",
                        params=[first.date(), start.date()]).pl()
-        if pnl.filter(pl.col("day") == start.date()).is_empty():
+        not_replayed = read_gaps(conn, "risk_backtest", start.date())
+        if pnl.filter(pl.col("day") == start.date()).is_empty() and not_replayed.is_empty():
             raise LookupError(f"no backtest for {context.partition_key}: materialize risk_backtest for it first")
         positions = read_day(conn, "analytics", RISK_BACKTEST_POSITIONS, start.date())
         first_last = conn.sql(
@@ -157,6 +179,8 @@ def risk_monte_carlo(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
                     "last_close": pl.Float64})
         loss_limit = Limits(_limits_at_defaults(conn, start, end, config), 1.0, 1).daily_loss_limit_usd
     history, notes = risk_history(pnl, market_daily_returns(first_last), positions, strategies)
+    if not not_replayed.is_empty():
+        notes.append(f"the day's backtest did not run: {not_replayed['reason'][0]}")
     meta = {"history_days": len(history.days), "symbols": len(history.symbols), "daily_loss_limit_usd": loss_limit,
             "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "none")}
     if len(history.days) < mc.min_history_days:
@@ -166,7 +190,8 @@ def risk_monte_carlo(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
         context.log.warning(f"{len(history.days)} day(s) of history, {mc.min_history_days} needed: no Monte Carlo; "
                             f"risk_limits keeps the config defaults")
         return dg.MaterializeResult(metadata={**meta, "dagster/row_count": dg.MetadataValue.int(0),
-                                              "status": "insufficient history"})
+                                              "status": "insufficient history" if not_replayed.is_empty()
+                                              else "no backtest for the day (see risk_backtest)"})
     t0 = time.perf_counter()
     result = run_monte_carlo(history, mc, loss_limit)
     seconds = time.perf_counter() - t0

@@ -34,6 +34,18 @@ class BacktestError(RuntimeError):
     """The day cannot be backtested; the message says what is missing."""
 
 
+REQUIRED = {"replay_books": "no books or quotes for the day (the engine replays top of book; the source has none)",
+            "markets": "no markets (precision and limits) for the day's instruments",
+            "fee_table": "no fees for the day's instruments",
+            "fill_model": "no fill model for the day (see fill_model)"}
+
+
+def replay_blockers(tables: dict[str, pl.DataFrame]) -> str | None:
+    """Why the day cannot be replayed (every reason, joined), or None when it can."""
+    reasons = [why for name, why in REQUIRED.items() if name in tables and tables[name].is_empty()]
+    return "; ".join(reasons) or None
+
+
 def backtest_snapshot(tables: dict[str, pl.DataFrame], partition: str, path: Path) -> Snapshot:
     """The snapshot the engine trades on, held in memory: every serving and replay table, conformed to its
     schema as `write_snapshot` would."""
@@ -42,10 +54,9 @@ def backtest_snapshot(tables: dict[str, pl.DataFrame], partition: str, path: Pat
         raise BacktestError(f"backtest of {partition}: table(s) {missing} missing")
     conformed = {name: schema.conform(tables[name], f"backtest {partition}: table {name}")
                  for name, schema in ALL_TABLES.items()}
-    for name in ("replay_books", "markets", "fee_table", "fill_model"):
+    for name in REQUIRED:
         if conformed[name].is_empty():
-            raise BacktestError(f"backtest of {partition}: {name} is empty; materialize its asset for the "
-                                f"partition first")
+            raise BacktestError(f"backtest of {partition}: {name} is empty ({REQUIRED[name]})")
     snapshot_id = f"backtest-{partition}"
     manifest = {"snapshot_id": snapshot_id, "created_at": datetime.now(timezone.utc).isoformat(),
                 "partition": partition, "tables": {n: {"rows": df.height} for n, df in conformed.items()}}
