@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from functools import lru_cache
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def _venue_of(path: Path, root: Path) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
+def _market_dump(path: Path, mtime_ns: int, size: int) -> dict | None:
+    """The file's markets when it is a ccxt markets dump, else None (read once per version of the file)."""
+    if size > MAX_DUMP_BYTES:
+        return None
+    with path.open("rb") as fh:
+        if fh.read(64).lstrip()[:1] != b"{":
+            return None  # OHLCV lists and the like: not a markets object
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None  # not JSON at all: the files source reports what it cannot read
+    return obj if _is_market_dump(obj) else None
+
+
 def find_market_dumps(root: Path | None) -> tuple[dict[str, tuple[Path, dict]], list[str]]:
     """ccxt market dumps under `root` by venue, and notes on dumps that could not be used (no venue in the path)."""
     dumps: dict[str, tuple[Path, dict]] = {}
@@ -62,16 +78,9 @@ def find_market_dumps(root: Path | None) -> tuple[dict[str, tuple[Path, dict]], 
         return dumps, notes
     root = Path(root)
     for path in sorted(root.rglob("*.json")):
-        if path.stat().st_size > MAX_DUMP_BYTES:
-            continue
-        with path.open("rb") as fh:
-            if fh.read(64).lstrip()[:1] != b"{":
-                continue  # OHLCV lists and the like: not a markets object
-        try:
-            obj = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            continue  # not JSON at all: the files source reports what it cannot read
-        if not _is_market_dump(obj):
+        stat = path.stat()
+        obj = _market_dump(path, stat.st_mtime_ns, stat.st_size)
+        if obj is None:
             continue
         venue = _venue_of(path, root)
         if venue is None:
