@@ -3,7 +3,7 @@ formats of `formats/` (see README, Sources). The path says what the rows do not:
 
     DIR/…/<venue>_<BASE>_<QUOTE>[_<SETTLE>]_<tf>[_futures|_funding_rate].parquet   freqtrade's test-data layout
     DIR/…/<venue>/[futures/]<BASE>_<QUOTE>[_<SETTLE>]-<tf>[-<candle type>].(feather|parquet|json)   freqtrade's own
-    DIR/…/<venue>_<BASE>_<QUOTE>_trades.parquet, <venue>/<BASE>_<QUOTE>-trades.feather           freqtrade trades
+    DIR/…/<venue>_<BASE>_<QUOTE>[_<SETTLE>]_(trades|books|quotes).parquet, <venue>/<BASE>_<QUOTE>-trades.feather
     DIR/ohlcv/<venue>/<BASE>_<QUOTE>[_<SETTLE>]/<tf>.(csv|parquet|json)
     DIR/funding/<venue>/<BASE>_<QUOTE>[_<SETTLE>].(csv|parquet|json)
 A `_<SETTLE>` part marks a perp (BTC_USDT_USDT -> BTC/USDT:USDT); funding is a perp's by definition.
@@ -32,8 +32,8 @@ from sofia_runtime.schemas import RAW_TABLES, SchemaError
 _PAIR = r"(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)(?:_(?P<settle>[A-Z0-9]+))?"
 _TF = r"(?P<tf>\d+[smhdwM])"
 _KIND = r"(?P<kind>futures|spot|mark|index|premiumIndex|funding_rate)"
-FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?:ccxt_)?(?P<trades>trades)(?:_\w+)?)$")
-FREQTRADE_OWN = re.compile(rf"^{_PAIR}-(?:{_TF}(?:-{_KIND})?|(?P<trades>trades))$")
+FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?:ccxt_)?(?P<table>trades|books|quotes)(?:_\w+)?)$")
+FREQTRADE_OWN = re.compile(rf"^{_PAIR}-(?:{_TF}(?:-{_KIND})?|(?P<table>trades))$")
 # candle types that are not trades' prices: raw.candles holds what traded
 NOT_TRADED = {"mark": "mark-price candles", "index": "index-price candles", "premiumIndex": "premium-index candles"}
 KINDS = {"futures": "candles", "spot": "candles", "funding_rate": "funding", None: "candles"}
@@ -68,9 +68,12 @@ def hints_from_path(path: Path, root: Path) -> FileHints:
         venue = folder.name if folder != root.parent else None
     else:
         return FileHints()
-    kind = "trades" if m["trades"] else m["kind"] if m["kind"] in NOT_TRADED else KINDS[m["kind"]]
+    if m["table"]:
+        kind = {"quotes": "books"}.get(m["table"], m["table"])
+    else:
+        kind = m["kind"] if m["kind"] in NOT_TRADED else KINDS[m["kind"]]
     symbol, market = _symbol(m["base"], m["quote"], m["settle"], perp=kind == "funding" or m["kind"] == "futures")
-    return FileHints(venue, symbol, market, timeframe=None if kind in ("trades", "funding") else m["tf"], kind=kind)
+    return FileHints(venue, symbol, market, timeframe=m["tf"] if kind in ("candles", *NOT_TRADED) else None, kind=kind)
 
 
 @dataclass(frozen=True)

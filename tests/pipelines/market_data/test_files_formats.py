@@ -276,3 +276,40 @@ def test_gzip_head_is_read_for_matching(tmp_path):
         json.dump([{"id": "1", "timestamp": 1570752011620, "side": "buy", "price": 0.0014, "amount": 2.0}], fh)
     assert format_of(path).name.startswith("ccxt fetch_trades JSON")
     assert list(format_of(path).read(path, FileHints("binance", "XRP/ETH", "spot")))[0][1].height == 1
+
+
+def test_quotes_parquet_in_sofia_columns_refuses_two_books_in_one_millisecond(tmp_path, holdout):
+    # Binance spot best bid/ask with sizes (the rows name the symbol, the file name the venue): 451 updates on
+    # 428 distinct milliseconds. raw.books holds one book per (venue, symbol, ts), so the file is refused at the
+    # first second update of a millisecond rather than one of them dropped
+    (tmp_path / "binance_BTC_USDT_quotes.parquet").symlink_to(holdout / "nautilus/binance__btcusdt-quotes.parquet")
+    src = FilesSource(tmp_path)
+    assert src.provides() == {"books"}
+    assert src.available_days() == [date(2021, 1, 8)]
+    with pytest.raises(SchemaError) as err:
+        src.load("books", *ALL)
+    assert str(err.value) == (f"{tmp_path / 'binance_BTC_USDT_quotes.parquet'}, row 15, field 'ts': duplicate row "
+                              "for key {'venue': 'binance', 'symbol': 'BTC/USDT', "
+                              "'ts': datetime.datetime(2021, 1, 8, 0, 0, 2, 573000)}")
+    # the same quotes one per millisecond (the last of each) load, the file's UTC zone stored as naive UTC
+    quotes = pl.read_parquet(holdout / "nautilus/binance__btcusdt-quotes.parquet")
+    (tmp_path / "binance_BTC_USDT_quotes.parquet").unlink()
+    quotes.unique("timestamp", keep="last", maintain_order=True).write_parquet(tmp_path / "binance_BTC_USDT_quotes.parquet")
+    books = FilesSource(tmp_path).load("books", *ALL)
+    assert books.height == 428
+    assert books["ts"][0] == datetime(2021, 1, 8, 0, 0, 1, 76000)
+    assert books.select("venue", "symbol", "market").unique().rows() == [("binance", "BTC/USDT", "spot")]
+    assert (books["ask"] > books["bid"]).all() and books["local_ts"].null_count() == 428
+
+
+def test_latency_and_fx_csv_in_sofia_columns(tmp_path):
+    (tmp_path / "latency.csv").write_text("venue,endpoint,ts,latency_ms,ok,error\n"
+                                          "binance,public_rest,2026-10-25T00:00:00Z,41.5,true,\n"
+                                          "binance,public_rest,2026-10-25T00:01:00Z,,false,RequestTimeout\n")
+    (tmp_path / "fx.csv").write_text("pair,ts,rate\nUSD/TRY,1761350400,41.9\nUSD/TRY,1761354000,41.95\n")
+    src = FilesSource(tmp_path)
+    assert src.provides() == {"latency", "fx"}
+    latency = src.load("latency", *ALL)
+    assert latency.select("ok", "latency_ms", "error").rows() == [(True, 41.5, None), (False, None, "RequestTimeout")]
+    assert src.load("fx", *ALL).select("ts", "rate").rows() == [(datetime(2025, 10, 25), 41.9),
+                                                                (datetime(2025, 10, 25, 1), 41.95)]
