@@ -31,7 +31,7 @@ from sofia_pipelines.defs.market_data.formats.csv_stream import (
 )
 from sofia_pipelines.defs.market_data.formats.symbols import Instrument, instrument, markets_for
 from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
-from sofia_pipelines.defs.market_data.formats.top_of_book import DEFAULT_CADENCE_MS, TopOfBookRebuild
+from sofia_pipelines.defs.market_data.formats.top_of_book import APPLY_ROWS, DEFAULT_CADENCE_MS, TopOfBookRebuild
 from sofia_runtime.schemas import SchemaError
 
 VENUE = "binance"
@@ -251,15 +251,15 @@ class BinanceDepth(_Binance):
                     books[raw_symbol] = (_instrument(path, hints, "perp", raw_symbol, row=int(part[ROW][0])),
                                          TopOfBookRebuild(cadence_ms=cadence))
                 inst, book = books[raw_symbol]
-                snapshot_id = part.select(pl.when(pl.col("update_type") == "snap")
-                                          .then(pl.col("last_update_id"))).to_series()
-                bad = book.apply(part["timestamp"].to_list(), [None] * part.height, part["is_bid"].to_list(),
-                                 part["price"].to_list(), part["qty"].to_list(), snapshot_id.to_list(),
-                                 (part["update_type"] == "delete").to_list())
-                if bad is not None:
-                    raise SchemaError(origin, "depth update before any snapshot (update_type=snap): the top of book "
-                                              "cannot be rebuilt from updates alone", row=int(part[ROW][bad]),
-                                      field="update_type")
+                for chunk in part.iter_slices(APPLY_ROWS):
+                    snapshot_id = chunk.select(pl.when(pl.col("update_type") == "snap").then(pl.col("last_update_id")))
+                    bad = book.apply(chunk["timestamp"].to_list(), [None] * chunk.height, chunk["is_bid"].to_list(),
+                                     chunk["price"].to_list(), chunk["qty"].to_list(),
+                                     snapshot_id.to_series().to_list(), (chunk["update_type"] == "delete").to_list())
+                    if bad is not None:
+                        raise SchemaError(origin, "depth update before any snapshot (update_type=snap): the top of "
+                                                  "book cannot be rebuilt from updates alone",
+                                          row=int(chunk[ROW][bad]), field="update_type")
                 out.append(book.take(inst.venue, inst.symbol, inst.market))
             out = [frame for frame in out if frame.height]
             if out:

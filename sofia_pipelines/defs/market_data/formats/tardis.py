@@ -24,7 +24,7 @@ from sofia_pipelines.defs.market_data.formats.csv_stream import (
     raw_frame,
 )
 from sofia_pipelines.defs.market_data.formats.symbols import instrument, markets_for, tardis_venue
-from sofia_pipelines.defs.market_data.formats.top_of_book import DEFAULT_CADENCE_MS, TopOfBookRebuild
+from sofia_pipelines.defs.market_data.formats.top_of_book import APPLY_ROWS, DEFAULT_CADENCE_MS, TopOfBookRebuild
 from sofia_runtime.schemas import SchemaError
 
 COMMON = ("exchange", "symbol", "timestamp", "local_timestamp")
@@ -149,15 +149,17 @@ class TardisIncrementalBook(_Tardis):
             for (venue, symbol, market), part in df.partition_by(["venue", "symbol", "market"], as_dict=True,
                                                                  maintain_order=True).items():
                 book = books.setdefault((venue, symbol, market), TopOfBookRebuild(cadence_ms=cadence))
-                us, local = part["timestamp"], part["local_timestamp"]
-                # the rows of one snapshot share their receive time; a new one clears the book
-                snapshot_id = part.select(pl.when(pl.col("is_snapshot")).then(pl.col("local_timestamp"))).to_series()
-                bad = book.apply((us // 1000).to_list(), (local // 1000).to_list(), part["is_bid"].to_list(),
-                                 part["price"].to_list(), part["amount"].to_list(), snapshot_id.to_list())
-                if bad is not None:
-                    raise SchemaError(origin, "book update before any snapshot (is_snapshot=true): the top of book "
-                                              "cannot be rebuilt from deltas alone", row=int(part[ROW][bad]),
-                                      field="is_snapshot")
+                for chunk in part.iter_slices(APPLY_ROWS):
+                    us, local = chunk["timestamp"], chunk["local_timestamp"]
+                    # the rows of one snapshot share their receive time; a new one clears the book
+                    snapshot_id = chunk.select(pl.when(pl.col("is_snapshot")).then(pl.col("local_timestamp")))
+                    bad = book.apply((us // 1000).to_list(), (local // 1000).to_list(), chunk["is_bid"].to_list(),
+                                     chunk["price"].to_list(), chunk["amount"].to_list(),
+                                     snapshot_id.to_series().to_list())
+                    if bad is not None:
+                        raise SchemaError(origin, "book update before any snapshot (is_snapshot=true): the top of "
+                                                  "book cannot be rebuilt from deltas alone",
+                                          row=int(chunk[ROW][bad]), field="is_snapshot")
                 out.append(book.take(venue, symbol, market))
             out = [frame for frame in out if frame.height]
             if out:

@@ -20,6 +20,7 @@ from sofia_runtime.schemas import TS, SchemaError
 
 DEFAULT_CADENCE_MS = 1_000
 DEFAULT_MAX_STALENESS_MS = 60_000
+APPLY_ROWS = 50_000  # updates turned into Python values at a time
 
 
 @dataclass
