@@ -28,12 +28,16 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
                market_source: MarketSourceResource) -> dg.MaterializeResult:
         source = market_source.get()
         start, end = partition_window(context.partition_key)
+        # files the source deliberately does not read (documentation, markets dumps, mark-price candles)
+        ignored = getattr(source, "ignored", dict)()
+        not_read = {"ignored_files": dg.MetadataValue.md("\n".join(f"- `{p}`: {why}" for p, why in ignored.items()))} \
+            if ignored else {}
         if table not in source.provides():
             with warehouse.get_connection() as conn:
                 written = replace_window(conn, "raw", schema, schema.empty(), start, end)
             return dg.MaterializeResult(metadata={
                 "dagster/row_count": dg.MetadataValue.int(written), "source": source.name,
-                "note": f"source {source.name} has no {table}; nothing to write for this day"})
+                "note": f"source {source.name} has no {table}; nothing to write for this day", **not_read})
         df = check_raw_frame(table, source.load(table, start, end).sort(series_order(schema)),
                              f"{source.name} {table} {context.partition_key}")
         with warehouse.get_connection() as conn:
@@ -42,6 +46,7 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
             "dagster/row_count": dg.MetadataValue.int(written),
             "source": source.name,
             "preview": preview(df),
+            **not_read,
         }
         if written:
             metadata["time_range"] = f"{df['ts'].min()} … {df['ts'].max()}"

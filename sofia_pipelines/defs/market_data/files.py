@@ -83,53 +83,77 @@ class _Indexed:
     days: dict[str, frozenset[date]]  # raw table -> UTC days it has rows on
 
 
-_INDEX: dict[tuple[Path, int, int], _Indexed] = {}
+@dataclass(frozen=True)
+class _Survey:
+    state: tuple[tuple[Path, int, int], ...]
+    ignored: dict[str, str]
+    markets: dict[str, dict]
+    markets_key: tuple  # which dumps, in which version: formats name symbols by them
+    data: tuple[tuple[Path, int, int], ...]
+
+
+# per file version (path, mtime, size, DIR, the markets dumps in force): its format, hints and days
+_INDEX: dict[tuple, _Indexed] = {}
 
 
 class FilesSource:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.name = f"files:{self.root}"
+        self._surveyed: _Survey | None = None
         if not self.root.is_dir():
             raise FileNotFoundError(f"files source: {self.root} is not a folder")
 
-    def _walk(self) -> list[Path]:
+    def _walk(self) -> tuple[tuple[Path, int, int], ...]:
+        """Every file under DIR with its mtime and size: what decides whether anything must be read again."""
         found = []
         for folder, dirs, files in os.walk(self.root, followlinks=True):
             dirs.sort()
-            found += [Path(folder) / f for f in sorted(files)]
-        return found
+            for name in sorted(files):
+                path = Path(folder) / name
+                stat = path.stat()
+                found.append((path, stat.st_mtime_ns, stat.st_size))
+        return tuple(found)
+
+    def _survey(self) -> _Survey:
+        state = self._walk()
+        if self._surveyed is None or self._surveyed.state != state:
+            dumps = find_market_dumps(self.root)[0]
+            dump_paths = {p for p, _ in dumps.values()}
+            ignored = {}
+            for path, _, _ in state:
+                rel = path.relative_to(self.root)
+                if is_ignored(path) or any(p.startswith(".") for p in rel.parts):
+                    ignored[str(rel)] = "documentation or hidden file"
+                elif path in dump_paths:
+                    ignored[str(rel)] = "ccxt markets dump: names vendor symbols, read by the markets asset"
+                elif _is_currencies_dump(path):
+                    ignored[str(rel)] = "ccxt currencies dump: no market data"
+                elif (kind := hints_from_path(path, self.root).kind) in NOT_TRADED:
+                    ignored[str(rel)] = f"{NOT_TRADED[kind]}: raw.candles holds traded prices"
+            markets = {venue: dump for venue, (_, dump) in dumps.items()}
+            versions = {path: (mtime, size) for path, mtime, size in state}
+            dumps_key = tuple(sorted((venue, str(path), versions.get(path)) for venue, (path, _) in dumps.items()))
+            data = tuple(f for f in state if str(f[0].relative_to(self.root)) not in ignored)
+            self._surveyed = _Survey(state, ignored, markets, dumps_key, data)
+        return self._surveyed
 
     def market_dumps(self) -> dict[str, dict]:
         """ccxt load_markets() dumps in DIR by venue: they name vendor symbols (and feed the markets asset)."""
-        return {venue: dump for venue, (_, dump) in find_market_dumps(self.root)[0].items()}
+        return self._survey().markets
 
     def ignored(self) -> dict[str, str]:
         """Files deliberately not read as market data (path relative to DIR -> why), for the asset's metadata."""
-        out = {}
-        dumps = {str(p) for p, _ in find_market_dumps(self.root)[0].values()}
-        for path in self._walk():
-            rel = str(path.relative_to(self.root))
-            if is_ignored(path) or any(p.startswith(".") for p in path.relative_to(self.root).parts):
-                out[rel] = "documentation or hidden file"
-            elif str(path) in dumps:
-                out[rel] = "ccxt markets dump: names vendor symbols, read by the markets asset"
-            elif _is_currencies_dump(path):
-                out[rel] = "ccxt currencies dump: no market data"
-            elif (kind := hints_from_path(path, self.root).kind) in NOT_TRADED:
-                out[rel] = f"{NOT_TRADED[kind]}: raw.candles holds traded prices"
-        return out
+        return self._survey().ignored
 
     def data_files(self) -> list[Path]:
-        skipped = self.ignored()
-        return [p for p in self._walk() if str(p.relative_to(self.root)) not in skipped]
+        return [path for path, _, _ in self._survey().data]
 
     def _index(self) -> dict[Path, _Indexed]:
-        out, markets = {}, None
-        markets = self.market_dumps() or None
-        for path in self.data_files():
-            stat = path.stat()
-            key = (path, stat.st_mtime_ns, stat.st_size)
+        survey, out = self._survey(), {}
+        markets = survey.markets or None
+        for path, mtime, size in survey.data:
+            key = (path, mtime, size, self.root, survey.markets_key)
             if key not in _INDEX:
                 hints = dataclasses.replace(hints_from_path(path, self.root), markets=markets)
                 fmt = format_of(path)

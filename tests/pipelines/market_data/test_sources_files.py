@@ -139,10 +139,13 @@ def _rows(sql: str):
 
 
 def test_partition_replace_and_failed_run_keeps_stored_rows(data_dir, files_dir):
+    (files_dir / "README.md").write_text("Binance XRP/ETH 1m, Oct 2019; XRP/USDT:USDT funding")
     _materialize(files_dir, "2019-10-12")
     result = _materialize(files_dir, "2019-10-13")
     books = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "books"])]
     assert "has no books" in books[0].event_specific_data.materialization.metadata["note"].value
+    assert "- `README.md`: documentation or hidden file" in \
+        books[0].event_specific_data.materialization.metadata["ignored_files"].value
     before = _rows("SELECT CAST(ts AS DATE) AS d, count(*), sum(close) FROM raw.candles GROUP BY d ORDER BY d")
     assert [r[1] for r in before] == [120, 120]
 
