@@ -138,7 +138,9 @@ def test_status_metrics_and_the_status_command(runtime_data: RuntimeData):
         assert f"{rid} mm_lite paper - trading - snapshot {runtime_data.snapshot_id} - market data replay" in text
         assert "P&L net" in text and "decisions" in text and "fills" in text
         assert "positions" in text and "open orders" in text and "client_order_id" in text
-        assert any(o["client_order_id"] in text for o in st["open_orders"] + status(port)["open_orders"])
+        # the runtime requotes while the command runs: the orders it lists are orders the runtime journaled
+        journaled = {r["payload"]["client_order_id"] for r in runtime_data.records(rid) if r["kind"] == "order"}
+        assert any(cid in text for cid in journaled)
         as_json = json.loads(runtime_data.cli("status", "--runtime-id", rid, "--json").stdout)
         assert as_json["runtime_id"] == rid and as_json["strategy"] == "mm_lite" and as_json["market_data"] == "replay"
     finally:
@@ -158,7 +160,7 @@ def test_status_metrics_and_the_status_command(runtime_data: RuntimeData):
 
 
 def test_health_is_503_once_the_snapshot_is_older_than_allowed(runtime_data: RuntimeData):
-    max_age_s = 4.0
+    max_age_s = 15.0  # the runtime must start on the snapshot before it is stale: room for a loaded machine
     (runtime_data.dir / "runtime.yaml").write_text(yaml.safe_dump({"snapshot_max_age_h": max_age_s / 3600}))
     sid = publish(runtime_data.dir)  # fresh now
     published = time.monotonic()
@@ -170,7 +172,7 @@ def test_health_is_503_once_the_snapshot_is_older_than_allowed(runtime_data: Run
                               and r, what="a 503")
         assert time.monotonic() - published > max_age_s - 0.5
         assert body["status"] == "unhealthy" and body["snapshot_id"] == sid
-        assert any(sid in reason and ("old (limit 0:00:0" in reason or "is stale" in reason)
+        assert any(sid in reason and ("old (limit 0:00:15" in reason or "is stale" in reason)
                    for reason in body["reasons"]), body["reasons"]
     finally:
         stop(proc)
