@@ -8,13 +8,18 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from sofia_runtime.schemas import TableSchema
+from sofia_runtime.schemas import TableSchema, _duckdb_type
 
 
 def ensure_table(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSchema) -> str:
     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
     qualified = f'"{schema_name}"."{table.name}"'
     conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} ({table.duckdb_columns()})")
+    # a nullable column added to the schema since the table was made: its old rows hold null, which the schema allows
+    existing = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_schema = ? AND table_name = ?", [schema_name, table.name]).fetchall()}
+    for column in (c for c in table.columns if c not in existing and c in table.nullable):
+        conn.execute(f'ALTER TABLE {qualified} ADD COLUMN "{column}" {_duckdb_type(table.columns[column])}')
     return qualified
 
 

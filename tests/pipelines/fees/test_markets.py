@@ -190,3 +190,14 @@ def test_fee_check_fails_for_a_market_without_a_fee(data_dir, resources):
     [evaluation] = check_only.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.metadata["without_one_fee"].value == 1
     assert "bitstamp" in evaluation.description
+
+
+def test_a_warehouse_made_before_markets_had_a_source_takes_the_new_rows(data_dir, resources):
+    with duckdb.connect(str(paths.warehouse_path())) as conn:
+        conn.execute("CREATE SCHEMA analytics")
+        conn.execute("CREATE TABLE analytics.markets (venue VARCHAR, symbol VARCHAR, market VARCHAR, base VARCHAR, "
+                     "quote VARCHAR, price_tick DOUBLE, amount_step DOUBLE, min_amount DOUBLE, min_notional DOUBLE)")
+    assert dg.materialize([assets.markets], resources=resources).success
+    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
+        markets = read_window(conn, "analytics", MARKETS)
+    assert markets.height == 38 and markets["source"].null_count() == 0
