@@ -171,7 +171,6 @@ def test_derivative_ticker_without_any_funding_time_is_reported(tmp_path):
      "bitmex,XBTUSD,1583020803276000,1583020803336743,x2,sell,abc,1", 2, "price", "'abc' is not a number"),
     ("bitmex,XBTUSD,1583020803145000,1583020803307160,x1,unknown,8531.5,1", 1, "side", "not one of"),
     ("bitmex,XBTUSD,158302080314500x,1583020803307160,x1,buy,8531.5,1", 1, "timestamp", "not a number"),
-    ("bitmex,XBTUSD,1583020803145000,1583020803307160,,buy,8531.5,1", 1, "id", "empty trade id"),
     ("mtgox,XBTUSD,1583020803145000,1583020803307160,x1,buy,8531.5,1", 1, "exchange", "no known ccxt id"),
     ("bitmex,XBTZ20,1583020803145000,1583020803307160,x1,buy,8531.5,1", 1, "symbol", "quote currency"),
     ("bitmex,XBTUSD,1583020803145000,1583020803307160,x1,buy,8531.5,1\n"
@@ -191,6 +190,20 @@ def test_bad_trade_rows_name_file_row_and_field(tmp_path, line, row, field, mess
         assert message in str(err.value)
 
 
+def test_trades_without_a_venue_id_get_one_derived_from_their_time(tmp_path):
+    path = write(tmp_path, "trades.csv", f"""
+        {HEAD},id,side,price,amount
+        bitmex,XBTUSD,1583020803145000,1583020803307160,,buy,8531.5,1
+        bitmex,XBTUSD,1583020803145000,1583020803307160,,sell,8531.5,2
+        bitmex,XBTUSD,1583020803145000,1583020803307160,abc,sell,8531.5,3
+        bitmex,XBTUSD,1583020803146000,1583020803307160,,sell,8531.5,4
+    """)
+    trades = read(path)["trades"]
+    assert trades["trade_id"].to_list() == ["t1583020803145000-0", "t1583020803145000-1", "abc",
+                                            "t1583020803146000-0"]
+    assert read(path)["trades"].equals(trades)  # the same keys every time the file is read
+
+
 def test_trades_out_of_order_beyond_the_window_name_the_row(tmp_path):
     rows = [f"bitmex,XBTUSD,{1583020800000000 + i * 1_000_000},1,t{i},buy,1,1" for i in range(20)]
     rows.append("bitmex,XBTUSD,1583020801000000,1,late,buy,1,1")  # 18 s before the row above it
@@ -200,12 +213,45 @@ def test_trades_out_of_order_beyond_the_window_name_the_row(tmp_path):
     assert (err.value.row, err.value.field) == (21, "ts")
 
 
+def test_updates_before_the_first_snapshot_are_passed_over(tmp_path):
+    path = write(tmp_path, "l2.csv", f"""
+        {HEAD},is_snapshot,side,price,amount
+        deribit,BTC-PERPETUAL,1585699199900000,1585699199950000,false,bid,7000,5
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,ask,6421.5,18640
+        deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,bid,6421,500
+    """)
+    books = read(path)["books"]  # Tardis: updates buffered before the venue's snapshot after a reconnect
+    assert books.select("ts", "bid", "ask").rows() == [(datetime(2020, 4, 1, 0, 0, 1), 6421.0, 6421.5)]
+
+
+def test_one_sided_quotes_have_no_top_of_book(tmp_path):
+    path = write(tmp_path, "quotes.csv", f"""
+        {HEAD},ask_amount,ask_price,bid_price,bid_amount
+        binance,BTCUSDT,1598918403696000,1598918403810979,,,11657.07,2.5
+        binance,BTCUSDT,1598918403697000,1598918403811979,1.25,11657.09,11657.07,2.5
+    """)
+    assert read(path)["books"].select("ask", "bid").rows() == [(11657.09, 11657.07)]
+    one_sided = write(tmp_path, "one_sided.csv", f"""
+        {HEAD},ask_amount,ask_price,bid_price,bid_amount
+        binance,BTCUSDT,1598918403696000,1598918403810979,,,11657.07,2.5
+    """)
+    with pytest.raises(SchemaError, match="all 1 rows have an empty side"):
+        read(one_sided)
+    half_empty = write(tmp_path, "half.csv", f"""
+        {HEAD},ask_amount,ask_price,bid_price,bid_amount
+        binance,BTCUSDT,1598918403696000,1598918403810979,1.5,,11657.07,2.5
+    """)
+    with pytest.raises(SchemaError) as err:
+        read(half_empty)
+    assert (err.value.row, err.value.field) == (1, "ask_price")
+
+
 def test_book_update_before_any_snapshot_is_refused(tmp_path):
     path = write(tmp_path, "l2.csv", f"""
         {HEAD},is_snapshot,side,price,amount
         deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,false,ask,6421.5,18640
     """)
-    with pytest.raises(SchemaError, match="before any snapshot") as err:
+    with pytest.raises(SchemaError, match="and no snapshot") as err:
         read(path)
     assert (err.value.row, err.value.field) == (1, "is_snapshot")
 

@@ -253,13 +253,9 @@ class BinanceDepth(_Binance):
                 inst, book = books[raw_symbol]
                 for chunk in part.iter_slices(APPLY_ROWS):
                     snapshot_id = chunk.select(pl.when(pl.col("update_type") == "snap").then(pl.col("last_update_id")))
-                    bad = book.apply(chunk["timestamp"].to_list(), [None] * chunk.height, chunk["is_bid"].to_list(),
-                                     chunk["price"].to_list(), chunk["qty"].to_list(),
-                                     snapshot_id.to_series().to_list(), (chunk["update_type"] == "delete").to_list())
-                    if bad is not None:
-                        raise SchemaError(origin, "depth update before any snapshot (update_type=snap): the top of "
-                                                  "book cannot be rebuilt from updates alone",
-                                          row=int(chunk[ROW][bad]), field="update_type")
+                    book.apply(chunk[ROW].to_list(), chunk["timestamp"].to_list(), [None] * chunk.height,
+                               chunk["is_bid"].to_list(), chunk["price"].to_list(), chunk["qty"].to_list(),
+                               snapshot_id.to_series().to_list(), (chunk["update_type"] == "delete").to_list())
                 out.append(book.take(inst.venue, inst.symbol, inst.market))
             out = [frame for frame in out if frame.height]
             if out:
@@ -269,7 +265,7 @@ class BinanceDepth(_Binance):
             last = book.take(inst.venue, inst.symbol, inst.market)
             if last.height:
                 yield "books", last
-            book.check_two_sided(origin, inst.venue, inst.symbol)
+            book.check_rebuilt(origin, inst.venue, inst.symbol, "update_type")
 
 
 FORMATS = [

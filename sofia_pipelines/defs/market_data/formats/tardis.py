@@ -45,7 +45,8 @@ def _instruments(df: pl.DataFrame, origin: str, hints, cache: dict) -> pl.DataFr
             cache[key] = instrument(venue, raw_symbol, market, origin, markets=markets_for(hints, venue), row=row)
         inst = cache[key]
         rows.append((exchange, raw_symbol, inst.venue, inst.symbol, inst.market))
-    table = pl.DataFrame(rows, schema=["exchange", "symbol", "venue", "_unified", "market"], orient="row")
+    table = pl.DataFrame(rows, schema={c: pl.Utf8 for c in ("exchange", "symbol", "venue", "_unified", "market")},
+                         orient="row")
     return (df.join(table, on=["exchange", "symbol"], how="left", maintain_order="left")
             .drop("symbol").rename({"_unified": "symbol"}))
 
@@ -81,18 +82,42 @@ class TardisTrades(_Tardis):
     def read(self, path: Path, hints) -> Iterator[tuple[str, pl.DataFrame]]:
         origin, cache = str(path), {}
 
+        seen: dict[tuple, int] = {}
+
         def frames():
             for df in self._batches(path, [*COMMON, "id", "side", "price", "amount"]):
                 df = numbers(_times(df, origin), ("price", "amount"), origin)
-                if df["id"].null_count():
-                    raise SchemaError(origin, "empty trade id", row=int(df.filter(pl.col("id").is_null())[ROW][0]),
-                                      field="id")
-                side = choice(df, "side", {"buy": "buy", "sell": "sell"}, origin)
-                yield _instruments(df.with_columns(side.alias("side"), pl.col("id").alias("trade_id")),
-                                   origin, hints, cache)
+                side = choice(df, "side", {"buy": "buy", "sell": "sell"}, origin)  # "unknown" has no taker side
+                df = df.with_columns(side.alias("side"), _trade_ids(df, seen).alias("trade_id"))
+                yield _instruments(df, origin, hints, cache)
 
         for df in in_time_order(frames(), origin, series=("venue", "symbol")):
             yield "trades", raw_frame("trades", df)
+
+
+def _trade_ids(df: pl.DataFrame, seen: dict[tuple, int]) -> pl.Series:
+    """The venue's trade ids; where a venue gives none (Tardis leaves the cell empty), `t<µs>-<n>`: the n-th
+    id-less trade of that exchange time, so a file read twice gives the same keys. `seen` carries the counts of
+    the last exchange time into the next batch."""
+    ids = df["id"]
+    if not ids.null_count():
+        return ids
+    keys = ["exchange", "symbol", "timestamp"]
+    missing = df.filter(pl.col("id").is_null()).select(*keys, ROW)
+    missing = missing.with_columns(pl.int_range(pl.len()).over(keys).alias("n"))
+    offsets = pl.DataFrame([(*k, n) for k, n in seen.items()], schema={"exchange": pl.Utf8, "symbol": pl.Utf8,
+                           "timestamp": pl.Int64, "offset": pl.Int64}, orient="row")
+    missing = missing.join(offsets, on=keys, how="left").with_columns(
+        (pl.col("n") + pl.col("offset").fill_null(0)).alias("n"))
+    last = missing["timestamp"].max()
+    seen.clear()
+    for exchange, symbol, timestamp, n in missing.filter(pl.col("timestamp") == last).group_by(keys).agg(
+            pl.col("n").max()).iter_rows():
+        seen[(exchange, symbol, timestamp)] = n + 1
+    derived = missing.select(ROW, ("t" + pl.col("timestamp").cast(pl.Utf8) + "-" + pl.col("n").cast(pl.Utf8))
+                             .alias("derived"))
+    return df.select(ROW, "id").join(derived, on=ROW, how="left", maintain_order="left").select(
+        pl.coalesce("id", "derived")).to_series().alias("trade_id")
 
 
 class TardisBookSnapshot(_Tardis):
@@ -102,12 +127,9 @@ class TardisBookSnapshot(_Tardis):
         return tail[:4] == ["asks[0].price", "asks[0].amount", "bids[0].price", "bids[0].amount"]
 
     def read(self, path: Path, hints) -> Iterator[tuple[str, pl.DataFrame]]:
-        origin, cache = str(path), {}
         names = {"asks[0].price": "ask", "asks[0].amount": "ask_size", "bids[0].price": "bid",
                  "bids[0].amount": "bid_size"}
-        yield from _books(origin, (_instruments(_times(numbers(df, names, origin), origin).rename(names),
-                                                origin, hints, cache)
-                                   for df in self._batches(path, [*COMMON, *names])))
+        yield from _top_of_book(self, path, hints, names)
 
 
 class TardisQuotes(_Tardis):
@@ -115,17 +137,32 @@ class TardisQuotes(_Tardis):
         return tail[:4] == ["ask_amount", "ask_price", "bid_price", "bid_amount"]
 
     def read(self, path: Path, hints) -> Iterator[tuple[str, pl.DataFrame]]:
-        origin, cache = str(path), {}
         names = {"ask_price": "ask", "ask_amount": "ask_size", "bid_price": "bid", "bid_amount": "bid_size"}
-        yield from _books(origin, (_instruments(_times(numbers(df, names, origin), origin).rename(names),
-                                                origin, hints, cache)
-                                   for df in self._batches(path, [*COMMON, *names])))
+        yield from _top_of_book(self, path, hints, names)
 
 
-def _books(origin: str, frames) -> Iterator[tuple[str, pl.DataFrame]]:
+def _top_of_book(fmt: _Tardis, path: Path, hints, names: dict[str, str]) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Rows whose best bid and ask are both there. A side whose price and amount are both empty is a one-sided
+    book (Tardis leaves them empty when there are no asks, or no bids): it has no top of book and is passed
+    over; a file of nothing else is refused."""
+    origin, cache = str(path), {}
+    counts = {"rows": 0, "two_sided": 0}
+    sides = [pl.all_horizontal(pl.col(p).is_null(), pl.col(a).is_null())
+             for p, a in (("asks[0].price", "asks[0].amount"), ("bids[0].price", "bids[0].amount"),
+                          ("ask_price", "ask_amount"), ("bid_price", "bid_amount")) if p in names]
+
+    def frames():
+        for df in fmt._batches(path, [*COMMON, *names]):
+            counts["rows"] += df.height
+            df = df.filter(~pl.any_horizontal(sides))
+            counts["two_sided"] += df.height
+            yield _instruments(_times(numbers(df, names, origin), origin).rename(names), origin, hints, cache)
+
     series = ("venue", "symbol")
-    for df in last_per_ts(in_time_order(frames, origin, series=series), series=series):
+    for df in last_per_ts(in_time_order(frames(), origin, series=series), series=series):
         yield "books", raw_frame("books", df)
+    if counts["rows"] and not counts["two_sided"]:
+        raise SchemaError(origin, f"all {counts['rows']} rows have an empty side: no top of book")
 
 
 class TardisIncrementalBook(_Tardis):
@@ -153,13 +190,9 @@ class TardisIncrementalBook(_Tardis):
                     us, local = chunk["timestamp"], chunk["local_timestamp"]
                     # the rows of one snapshot share their receive time; a new one clears the book
                     snapshot_id = chunk.select(pl.when(pl.col("is_snapshot")).then(pl.col("local_timestamp")))
-                    bad = book.apply((us // 1000).to_list(), (local // 1000).to_list(), chunk["is_bid"].to_list(),
-                                     chunk["price"].to_list(), chunk["amount"].to_list(),
-                                     snapshot_id.to_series().to_list())
-                    if bad is not None:
-                        raise SchemaError(origin, "book update before any snapshot (is_snapshot=true): the top of "
-                                                  "book cannot be rebuilt from deltas alone",
-                                          row=int(chunk[ROW][bad]), field="is_snapshot")
+                    book.apply(chunk[ROW].to_list(), (us // 1000).to_list(), (local // 1000).to_list(),
+                               chunk["is_bid"].to_list(), chunk["price"].to_list(), chunk["amount"].to_list(),
+                               snapshot_id.to_series().to_list())
                 out.append(book.take(venue, symbol, market))
             out = [frame for frame in out if frame.height]
             if out:
@@ -169,7 +202,7 @@ class TardisIncrementalBook(_Tardis):
             last = book.take(venue, symbol, market)
             if last.height:
                 yield "books", last
-            book.check_two_sided(origin, venue, symbol)
+            book.check_rebuilt(origin, venue, symbol, "is_snapshot")
 
 
 class TardisDerivativeTicker(_Tardis):

@@ -4,8 +4,9 @@ Binance futures depth archives).
 The row at grid time g (a multiple of the cadence) is the book after every update with ts <= g. Rows are
 emitted from the first grid time at or after the first update, for as long as the last update is no older
 than `max_staleness_ms` (a feed gap is not papered over with a stale book), and only where the book has a bid
-and an ask that do not cross. Updates before the first snapshot are refused: a book built from deltas alone
-is not the venue's book.
+and an ask that do not cross. Deltas before the first snapshot are passed over (Tardis documents them:
+updates buffered before the venue's snapshot after a reconnect); a file with no snapshot at all is refused, as a
+book built from deltas alone is not the venue's book.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class TopOfBookRebuild:
     _next_grid: int | None = None
     _snapshot_id: object = None  # the snapshot being read, None between snapshots
     seen_snapshot: bool = False
+    orphan_row: int | None = None  # the first delta before any snapshot (a 1-based data row), passed over
+    orphans: int = 0
     both_sides_seen: bool = False
     rows: list[tuple] = field(default_factory=list)  # (grid ms, local ms | None, bid, bid_size, ask, ask_size)
 
@@ -44,12 +47,17 @@ class TopOfBookRebuild:
             raise ValueError(f"cadence {self.cadence_ms} ms must be positive and at most the staleness limit "
                              f"{self.max_staleness_ms} ms")
 
-    def apply(self, ts: list[int], local: list[int | None], is_bid: list[bool], price: list[float],
-              amount: list[float], snapshot_id: list, delete: list[bool] | None = None) -> int | None:
-        """Apply updates in file order; `snapshot_id[i]` is None for a delta, else the id of the snapshot the
-        row belongs to (a new id clears the book). Returns the index of the first delta before any snapshot."""
+    def apply(self, rows: list[int], ts: list[int], local: list[int | None], is_bid: list[bool], price: list[float],
+              amount: list[float], snapshot_id: list, delete: list[bool] | None = None) -> None:
+        """Apply updates in file order (`rows` are their data rows); `snapshot_id[i]` is None for a delta, else
+        the id of the snapshot the row belongs to (a new id clears the book)."""
         cadence = self.cadence_ms
         for i in range(len(ts)):
+            sid = snapshot_id[i]
+            if sid is None and not self.seen_snapshot:
+                self.orphans += 1
+                self.orphan_row = self.orphan_row or rows[i]
+                continue
             t = ts[i] if self._clock is None else max(ts[i], self._clock)
             while self._next_grid is not None and t > self._next_grid:
                 if self._next_grid - self._clock > self.max_staleness_ms:
@@ -57,15 +65,12 @@ class TopOfBookRebuild:
                     break
                 self._emit(self._next_grid)
                 self._next_grid += cadence
-            sid = snapshot_id[i]
             if sid is not None:
                 if sid != self._snapshot_id:
                     self._clear()
                     self._snapshot_id = sid
                 self.seen_snapshot = True
             else:
-                if not self.seen_snapshot:
-                    return i
                 self._snapshot_id = None
             book, heap, key = (self.bids, self._bid_heap, -price[i]) if is_bid[i] else \
                 (self.asks, self._ask_heap, price[i])
@@ -82,7 +87,6 @@ class TopOfBookRebuild:
             self._clock, self._local = t, local[i]
             if self._next_grid is None:
                 self._next_grid = -(-t // cadence) * cadence
-        return None
 
     def finish(self) -> None:
         """Emit the grid time that closes the last interval with updates."""
@@ -100,9 +104,13 @@ class TopOfBookRebuild:
                              symbol=pl.lit(symbol), market=pl.lit(market))
         return raw_frame("books", df)
 
-    def check_two_sided(self, origin: str, venue: str, symbol: str) -> None:
-        """At the end of a file: a book that never had both sides gave no rows, and that is an error, not a
-        quiet nothing."""
+    def check_rebuilt(self, origin: str, venue: str, symbol: str, snapshot_field: str) -> None:
+        """At the end of a file: a book that never had a snapshot, or never both sides, gave no rows, and that is
+        an error, not a quiet nothing."""
+        if not self.seen_snapshot:
+            raise SchemaError(origin, f"{self.orphans} book updates of {venue} {symbol} and no snapshot: the top of "
+                                      "book cannot be rebuilt from deltas alone", row=self.orphan_row,
+                              field=snapshot_field)
         if not self.both_sides_seen:
             raise SchemaError(origin, f"the rebuilt book of {venue} {symbol} never had both a bid and an ask "
                                       f"(bids: {len(self.bids)} levels, asks: {len(self.asks)}): no top of book")
