@@ -19,14 +19,29 @@ class PauseState:
     ts: str = ""
 
 
+MAX_CONTROL_BYTES = 64 * 1024  # a pause record is a few hundred bytes; more is not a pause record
+
+
 def read_pause(path: Path) -> PauseState:
-    if not path.exists():
-        return PauseState(False)
+    """The control file's state. Whatever cannot be read as a pause record (not JSON, not an object, missing
+    fields, too large, nested past the parser's depth, unreadable) is a pause: this function never raises."""
     try:
-        data = json.loads(path.read_text())
-        return PauseState(True, str(data["paused_by"]), str(data["reason"]), str(data["ts"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return PauseState(True, "unknown", f"unreadable control file {path}: {exc}", "")
+        if not path.exists():
+            return PauseState(False)
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONTROL_BYTES + 1)
+        if len(raw) > MAX_CONTROL_BYTES:
+            raise ValueError(f"larger than {MAX_CONTROL_BYTES} bytes")
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        fields = [data[k] for k in ("paused_by", "reason", "ts")]
+        if not all(isinstance(v, str) for v in fields):
+            raise ValueError("paused_by, reason and ts must be strings")
+        return PauseState(True, *fields)
+    except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, OSError …: all mean paused
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        return PauseState(True, "unknown", f"unreadable control file {path}: {detail}"[:500], "")
 
 
 def write_pause(path: Path, paused_by: str, reason: str) -> PauseState:

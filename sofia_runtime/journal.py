@@ -98,6 +98,12 @@ def read_records(paths: Iterable[Path], in_progress: bool = False) -> Iterator[t
     """(file, line number, record) for every complete line; a torn or unparsable line raises JournalError.
     With `in_progress` (a runtime may be writing the files) a last line without its newline is a record still
     being written and is left for the next read."""
+    for path, number, _, record in _read_lines(paths, in_progress):
+        yield path, number, record
+
+
+def _read_lines(paths: Iterable[Path], in_progress: bool) -> Iterator[tuple[Path, int, bytes, dict]]:
+    """(file, line number, the line's bytes without newline, record): what `read_records` reads."""
     for path in paths:
         with path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
@@ -106,9 +112,15 @@ def read_records(paths: Iterable[Path], in_progress: bool = False) -> Iterator[t
                         break
                     raise JournalError(f"{path}:{number}: torn last line ({len(raw)} bytes without newline)")
                 try:
-                    yield path, number, json.loads(raw)
+                    record = json.loads(raw)
                 except json.JSONDecodeError as exc:
                     raise JournalError(f"{path}:{number}: not JSON: {exc}") from exc
+                except RecursionError:
+                    raise JournalError(f"{path}:{number}: not a journal record: JSON nested too deeply") from None
+                if not isinstance(record, dict):
+                    raise JournalError(f"{path}:{number}: not a journal record: a JSON {type(record).__name__}, "
+                                       "not an object")
+                yield path, number, raw[:-1], record
 
 
 def verify(paths: Iterable[Path], in_progress: bool = False) -> Problem | None:
@@ -120,10 +132,19 @@ def verify(paths: Iterable[Path], in_progress: bool = False) -> Problem | None:
     for files in by_runtime.values():
         prev_hash, expected_seq = GENESIS, 1
         try:
-            for path, line, rec in read_records(files, in_progress):
+            for path, line, raw, rec in _read_lines(files, in_progress):
                 seq = rec.get("seq")
-                if rec.get("hash") != record_hash(rec):
+                try:
+                    expected_hash = record_hash(rec)
+                except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer past 64 bits
+                    return Problem(path, line, None, f"not a journal record: {exc}")
+                if rec.get("hash") != expected_hash:
                     return Problem(path, line, seq, "hash does not match the record's content")
+                # the hash covers the parsed record; the bytes must be its canonical form, as Journal writes it,
+                # or a reformatted line (a space, a key twice) would pass as intact
+                if raw != canonical(rec):
+                    return Problem(path, line, seq, "not in canonical form (a space, the key order or a key "
+                                                    "given twice changed): not the bytes the runtime wrote")
                 if rec.get("prev_hash") != prev_hash:
                     return Problem(path, line, seq, "prev_hash does not link to the previous record")
                 if seq != expected_seq:

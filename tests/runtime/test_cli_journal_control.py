@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from sofia_runtime.control import pause_unless_paused, read_pause, write_pause
 from sofia_runtime.journal import Journal
 
@@ -65,3 +67,26 @@ def test_automatic_pauses_never_overwrite_a_pause_even_when_racing(tmp_path):
         won = list(pool.map(lambda i: pause_unless_paused(path, f"writer-{i}", f"reason {i}"), range(32)))
     (winner,) = [w for w in won if w is not None]
     assert read_pause(path) == winner and list(path.parent.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("content", [b"[" * 200_000, b"[]", b"null", b'{"paused_by": 1, "reason": "x", "ts": ""}',
+                                     b'"paused"', b" " * (70 * 1024) + b"{}", b"\xff\xfe"])
+def test_any_control_file_that_is_not_a_pause_record_counts_as_paused(tmp_path, content):
+    path = tmp_path / "pause.json"
+    path.write_bytes(content)
+    state = read_pause(path)
+    assert state.paused and state.paused_by == "unknown" and "unreadable control file" in state.reason
+
+
+def test_verify_journal_names_the_line_that_is_not_a_record(data_dir):
+    j = Journal(data_dir / "audit", "router-paper")
+    for i in range(3):
+        j.append_durable("fill", {"amount": Decimal("0.5"), "i": i})
+    j.close()
+    (path,) = (data_dir / "audit" / "router-paper").glob("*.jsonl")
+    for bad in (b"[]\n", b"[" * 200_000 + b"\n"):
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[1] = bad
+        path.write_bytes(b"".join(lines))
+        out = _run("verify-journal", str(path), data_dir=data_dir)
+        assert out.returncode == 1 and f"{path}:2" in out.stdout and "Traceback" not in out.stderr, out.stderr

@@ -118,3 +118,33 @@ def test_group_commit_makes_records_durable_within_its_interval_across_a_rotatio
     files = journal_files(tmp_path / "r")
     assert [f.name for f in files] == ["2026-10-31.jsonl", "2026-11-01.jsonl"] and verify(files) is None
     assert [r["payload"]["i"] for _, _, r in read_records(files)] == list(range(2000))
+
+
+@pytest.mark.parametrize("line, message", [
+    (b"[]\n", "a JSON list, not an object"),
+    (b"null\n", "a JSON NoneType, not an object"),
+    (b"[" * 200_000 + b"\n", "nested too deeply"),
+    (b'{"seq": 99999999999999999999999}\n', "not a journal record"),
+])
+def test_a_line_that_is_no_record_is_named_not_a_crash(tmp_path, line, message):
+    (path,) = _journal(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = line
+    path.write_bytes(b"".join(lines))
+    problem = verify([path])
+    assert problem is not None and problem.path == path and problem.line == 3 and message in problem.message
+
+
+@pytest.mark.parametrize("reformat", ["space", "duplicate_key"])
+def test_bytes_other_than_the_canonical_form_are_a_change(tmp_path, reformat):
+    """The hash covers the parsed record: a line that parses to the same record but is not the bytes the runtime
+    wrote (a space added, a key given twice with the first value overridden) is found all the same."""
+    (path,) = _journal(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if reformat == "space":
+        lines[1] = lines[1].replace(b'","kind":', b'", "kind":')
+    else:
+        lines[1] = lines[1].replace(b'{"hash":', b'{"kind":"fill","hash":')
+    path.write_bytes(b"".join(lines))
+    problem = verify([path])
+    assert problem is not None and problem.line == 2 and "canonical form" in problem.message
