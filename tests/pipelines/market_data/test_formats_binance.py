@@ -115,6 +115,10 @@ def test_trades_with_and_without_header_give_the_taker_side(tmp_path):
                     "id,price,qty,quote_qty,time,is_buyer_maker\n3172150211,16537.6,0.01,165.376,1672531200058,true\n")
     perp = read(futures, FileHints(market="perp"))["trades"]
     assert perp.select("symbol", "side").rows() == [("BTC/USDT:USDT", "sell")]
+    coin_m = write(tmp_path, "BTCUSD_PERP-trades-2023-01-01.csv",
+                   "id,price,qty,base_qty,time,is_buyer_maker\n28457,9635.0,1,0.01037883,1591250192508,false\n")
+    inverse = read(coin_m, FileHints(market="perp"))["trades"]
+    assert inverse.select("symbol", "side", "amount").rows() == [("BTC/USD:BTC", "buy", 1.0)]
 
 
 def test_agg_trades_keep_their_own_ids(tmp_path):

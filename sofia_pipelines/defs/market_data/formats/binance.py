@@ -3,7 +3,7 @@
     <SYMBOL>-<interval>-<date>.csv    klines, 12 columns, no header in spot archives (a header in newer futures
                                       ones); open_time in ms, or µs in spot archives since 2025 -> raw.candles,
                                       the timeframe from the file name (1mo -> ccxt's 1M)
-    <SYMBOL>-trades-<date>.csv        id, price, qty, quote_qty, time, is_buyer_maker[, is_best_match]
+    <SYMBOL>-trades-<date>.csv        id, price, qty, quote_qty (base_qty: COIN-M), time, is_buyer_maker[, is_best_match]
     <SYMBOL>-aggTrades-<date>.csv     agg_trade_id, price, quantity, first_trade_id, last_trade_id, transact_time,
                                       is_buyer_maker[, is_best_match]     -> raw.trades, side = taker side
                                       (the buyer was the maker: the taker sold); aggregate ids as `a<id>`
@@ -46,7 +46,7 @@ FUNDING_COLUMNS = ["calc_time", "funding_interval_hours", "last_funding_rate"]
 DEPTH_COLUMNS = ["symbol", "timestamp", "first_update_id", "last_update_id", "side", "update_type", "price", "qty",
                  "pu"]
 _INTERVAL = r"\d+(?:s|m|h|d|w|mo)"
-FILE_NAME = re.compile(rf"^(?P<symbol>[A-Z0-9]+)-(?P<kind>{_INTERVAL}|trades|aggTrades|bookTicker|fundingRate)"
+FILE_NAME = re.compile(rf"^(?P<symbol>[A-Z0-9_]+)-(?P<kind>{_INTERVAL}|trades|aggTrades|bookTicker|fundingRate)"
                        r"-\d{4}-\d{2}(?:-\d{2})?\.csv(?:\.gz)?$")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
 
@@ -97,15 +97,18 @@ class _Binance:
         self.name = name
 
     def _layout(self, path: Path, head: bytes) -> tuple[list[str], bool] | None:
-        line = first_line(head)
-        if line.split(",")[: len(self.header)] == self.header:
-            return line.split(","), True
+        cells = first_line(head).split(",")
+        if self._header_matches(cells):
+            return cells, True
         match = _name(path)
         if match and self._kind_matches(match["kind"]) and self.headerless:
             fields = _headerless_fields(head)
             if fields in self.headerless:
                 return self.headerless[fields], False
         return None
+
+    def _header_matches(self, cells: list[str]) -> bool:
+        return cells[: len(self.header)] == self.header
 
     def _kind_matches(self, kind: str) -> bool:
         return kind == self.kind
@@ -175,6 +178,9 @@ class BinanceTrades(_BinanceTrades):
     headerless = {6: TRADE_COLUMNS[:6], 7: TRADE_COLUMNS}
     kind = "trades"
     id_column, price_column, amount_column, time_column = "id", "price", "qty", "time"
+
+    def _header_matches(self, cells):  # COIN-M futures name the fourth column base_qty
+        return len(cells) >= 6 and cells[:3] + cells[4:6] == self.header[:3] + self.header[4:6]
 
 
 class BinanceAggTrades(_BinanceTrades):
