@@ -12,7 +12,8 @@ from datetime import datetime
 import polars as pl
 
 from sofia_pipelines.defs.market_data.sources import (FUNDING_RATE_BOUND, LATENCY_CEILING_MS, NON_NEGATIVE,
-                                                      ORDERED_PAIRS, PRICE_CEILING, PRICE_COLUMNS, TRADE_SIDES)
+                                                      ORDERED_PAIRS, PRICE_CEILING, PRICE_COLUMNS, TIMEFRAME_PATTERN,
+                                                      TRADE_SIDES)
 from sofia_runtime.schemas import RAW_TABLES
 
 # The rules are the load rules of check_raw_frame (sources.py): one definition, checked here on what is stored.
@@ -48,6 +49,8 @@ def suite_for(table: str, start: datetime, end: datetime) -> list:
     for col in NON_NEGATIVE.get(table, ()):
         out.append(e.ExpectColumnValuesToNotBeNull(column=col))
         out.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=0))
+    if table == "candles":
+        out.append(e.ExpectColumnValuesToMatchRegex(column="timeframe", regex=TIMEFRAME_PATTERN))
     if table == "trades":
         out.append(e.ExpectColumnValuesToBeInSet(column="side", value_set=list(TRADE_SIDES)))
     if table == "funding":

@@ -53,7 +53,8 @@ def hints_from_path(path: Path, root: Path) -> FileHints:
         if layout in parts[:-1]:
             i = parts.index(layout)
             tail = parts[i + 1:]
-            if layout == "ohlcv" and len(tail) == 3 and (m := re.fullmatch(_PAIR, tail[1])):
+            if layout == "ohlcv" and len(tail) == 3 and (m := re.fullmatch(_PAIR, tail[1])) \
+                    and re.fullmatch(_TF, stem):
                 return FileHints(tail[0], *_symbol(m["base"], m["quote"], m["settle"]), timeframe=stem,
                                  kind="candles")
             if layout == "funding" and len(tail) == 2 and (m := re.fullmatch(_PAIR, stem)):
@@ -106,8 +107,13 @@ class FilesSource:
 
     def _walk(self) -> tuple[tuple[Path, int, int], ...]:
         """Every file under DIR with its mtime and size: what decides whether anything must be read again."""
-        found = []
+        found, seen = [], set()
         for folder, dirs, files in os.walk(self.root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a symlink back up the tree: walked once
+                dirs[:] = []
+                continue
+            seen.add(real)
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder) / name
@@ -187,8 +193,11 @@ class FilesSource:
         if dup.height:
             files = sorted(dup["_file"].unique().to_list())
             first = dup.row(0, named=True)
-            raise SchemaError(files[0], f"rows for key {({k: first[k] for k in keys})} are also in {files[1:]}: "
-                                        "one series, one file", field=keys[-1])
+            key = {k: first[k] for k in keys}
+            if len(files) == 1:  # the same row in two batches of one file
+                raise SchemaError(files[0], f"duplicate row for key {key}", field=keys[-1])
+            raise SchemaError(files[0], f"rows for key {key} are also in {files[1:]}: one series, one file",
+                              field=keys[-1])
         return df.drop("_file")
 
 

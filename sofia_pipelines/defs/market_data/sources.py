@@ -30,6 +30,8 @@ NON_NEGATIVE = {"candles": ("volume",)}
 # first funding, 2019-10-09, was -3.75 %).
 FUNDING_RATE_BOUND = 0.05
 TRADE_SIDES = ("buy", "sell")
+# ccxt's timeframes: a count and a unit (s, m, h, d, w, M = month); staging turns them into bar seconds
+TIMEFRAME_PATTERN = r"^[1-9][0-9]*[smhdwM]$"
 LATENCY_CEILING_MS = 600_000
 
 
@@ -100,6 +102,9 @@ def check_raw_frame(table: str, df: pl.DataFrame, origin: str, row_offset: int =
     if table == "funding":
         refuse(pl.col("funding_rate").is_between(-FUNDING_RATE_BOUND, FUNDING_RATE_BOUND), "funding_rate",
                lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{FUNDING_RATE_BOUND:.0%}")
+    if table == "candles":
+        refuse(pl.col("timeframe").str.contains(TIMEFRAME_PATTERN), "timeframe",
+               lambda r: f"timeframe {r['timeframe']!r} is not a ccxt timeframe (1m, 5m, 1h, 8h, 1d …)")
     if table == "trades":
         refuse(pl.col("side").is_in(TRADE_SIDES), "side", lambda r: f"side {r['side']!r} is not buy or sell")
     if table == "latency":

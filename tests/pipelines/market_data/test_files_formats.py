@@ -313,3 +313,15 @@ def test_latency_and_fx_csv_in_sofia_columns(tmp_path):
     assert latency.select("ok", "latency_ms", "error").rows() == [(True, 41.5, None), (False, None, "RequestTimeout")]
     assert src.load("fx", *ALL).select("ts", "rate").rows() == [(datetime(2025, 10, 25), 41.9),
                                                                 (datetime(2025, 10, 25, 1), 41.95)]
+
+
+def test_a_symlink_loop_is_walked_once(tmp_path):
+    _candle_csv(tmp_path, "timestamp,open,high,low,close,volume\n" + GOOD)
+    (tmp_path / "ohlcv" / "again").symlink_to(tmp_path, target_is_directory=True)
+    assert FilesSource(tmp_path).load("candles", *ALL).height == 2
+
+
+def test_an_ohlcv_file_must_be_named_by_its_timeframe(tmp_path):
+    path = _candle_csv(tmp_path, "timestamp,open,high,low,close,volume\n" + GOOD, "minute.csv")
+    with pytest.raises(SchemaError, match=f"{path}: a file under ohlcv/ must be"):
+        FilesSource(tmp_path).provides()

@@ -57,6 +57,7 @@ BREAKAGES = [
     ("fx", lambda d: d.drop("rate").with_columns(pl.lit(1.0).alias("price")), "expect_table_columns_to_match_set"),
     ("candles", lambda d: _set(d, 6, "volume", -1.0), "expect_column_values_to_be_between"),
     ("candles", lambda d: _set(d, 6, "open", 2e12), "expect_column_values_to_be_between"),
+    ("candles", lambda d: _set(d, 2, "timeframe", "minute"), "expect_column_values_to_match_regex"),
     ("trades", lambda d: _set(d, 3, "side", "short"), "expect_column_values_to_be_in_set"),
     ("trades", lambda d: _set(d, 3, "amount", 0.0), "expect_column_values_to_be_between"),
 ]
