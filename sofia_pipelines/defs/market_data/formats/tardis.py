@@ -2,14 +2,18 @@
 
 Every file starts `exchange,symbol,timestamp,local_timestamp` (epoch µs: exchange time, receive time); the
 columns after those name the dataset:
-    trades               id, side (taker side: buy/sell), price, amount                  -> raw.trades
+    trades               id, side (taker side: buy/sell), price, amount                  -> raw.trades; a
+                         venue that gives no id (an empty cell) gets `t<µs>-<n>`, stable across reads
     book_snapshot_N      asks[i].price, asks[i].amount, bids[i].price, bids[i].amount     -> raw.books (level 0)
     quotes               ask_amount, ask_price, bid_price, bid_amount                     -> raw.books
+                         (rows with an empty side are a one-sided book: no top of book, passed over)
     incremental_book_L2  is_snapshot, side (bid/ask), price, amount (0 removes the level) -> raw.books, rebuilt
                          to top of book every `cadence_ms` (see top_of_book)
     derivative_ticker    funding_timestamp, funding_rate, …, index_price, mark_price      -> raw.funding: per
                          funding time, the last rate seen at or before it (the rate charged then)
-Tardis exchange ids and symbols become ccxt ids and unified symbols (formats.symbols).
+Tardis exchange ids and symbols become ccxt ids and unified symbols (formats.symbols). Files are in receive
+order; rows are put in exchange-time order within a window (csv_stream.in_time_order) and books keep the last
+update of each millisecond (raw.books is keyed by ms).
 """
 
 from __future__ import annotations
@@ -224,9 +228,10 @@ class TardisDerivativeTicker(_Tardis):
             latest = batch_latest if latest is None else max(latest, batch_latest)
             rated = df.filter(pl.col("funding_timestamp").is_not_null() & pl.col("funding_rate").is_not_null())
             named_funding = named_funding or rated.height > 0
-            in_force = rated.filter(pl.col("timestamp") <= pl.col("funding_timestamp"))
-            for venue, symbol, fts, rate, mark, index in in_force.select(
-                    "venue", "symbol", "funding_timestamp", "funding_rate", "mark_price", "index_price").iter_rows():
+            in_force = (rated.filter(pl.col("timestamp") <= pl.col("funding_timestamp"))
+                        .group_by("venue", "symbol", "funding_timestamp", maintain_order=True)
+                        .agg(pl.col("funding_rate", "mark_price", "index_price").last()))
+            for venue, symbol, fts, rate, mark, index in in_force.iter_rows():
                 pending[(venue, symbol, fts)] = (rate, mark, index)
             charged = sorted(k for k in pending if k[2] <= latest)
             if charged:
