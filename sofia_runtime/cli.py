@@ -7,7 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from sofia_runtime import paths
+from sofia_runtime import liveness, paths
 
 
 def cmd_verify_journal(args) -> int:
@@ -189,12 +189,28 @@ def cmd_stop(args) -> int:
         return 1
     pids = {}
     for f in files:
-        info = json.loads(f.read_text())
         try:
-            os.kill(info["pid"], signal.SIGTERM)
-            pids[info["runtime_id"]] = (info["pid"], f)
+            info = json.loads(f.read_text())
+            rid, pid = str(info["runtime_id"]), int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"{f}: not a run file ({exc}); nothing signalled")
+            continue
+        # a run file outlives a killed runtime and its pid may since be another process's: signal it only while
+        # the runtime's lock is held and the pid is a sofia-runtime process
+        holder = liveness.lock_holder(rid)
+        if holder is None:
+            print(f"{rid}: not running (its lock is free); {f.name} was left by a runtime that died: removed")
+            f.unlink(missing_ok=True)
+            continue
+        if holder != pid or not liveness.is_runtime_process(pid):
+            print(f"{rid}: pid {pid} of {f.name} is not the process holding the runtime's lock (pid {holder}); "
+                  "nothing signalled")
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+            pids[rid] = (pid, f)
         except ProcessLookupError:
-            print(f"{info['runtime_id']}: pid {info['pid']} is not running (stale {f.name})")
+            print(f"{rid}: pid {pid} is not running (stale {f.name})")
     deadline = time.monotonic() + args.timeout
     while pids and time.monotonic() < deadline:
         for rid, (pid, run_file) in list(pids.items()):

@@ -52,11 +52,20 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
     return app
 
 
+class PortInUse(ValueError):
+    """The port asked for cannot be bound: says which, why, and what to pass instead."""
+
+
 async def start_server(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
     """Serve on 127.0.0.1:`port` (0 = any free port); returns the runner and the port bound."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortInUse(f"cannot serve health and status on 127.0.0.1:{port}: {exc.strerror or exc} "
+                        "(another process has it?): pass --port 0 for any free port, or another --port") from exc
     bound = site._server.sockets[0].getsockname()[1]
     return runner, bound
