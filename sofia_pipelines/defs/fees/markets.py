@@ -151,8 +151,8 @@ def dump_markets(venue: str, path: Path, dump: Mapping, symbols: list[str]) -> p
 # --- (c) inferred from the data ------------------------------------------------------------------
 def smallest_increments(values: pl.DataFrame, column: str) -> pl.DataFrame:
     """Per venue and symbol, the smallest positive step between distinct values of `column` (or the smallest
-    value, if smaller): the coarsest grid every value lies on, as far as the data shows. Values are compared
-    at 12 significant digits so that binary-float noise is not taken for a tick."""
+    value, if smaller): a multiple of the true tick, and the tick itself once the data has a one-tick move.
+    Values are compared at 12 significant digits so that binary-float noise is not taken for a tick."""
     return (values.select("venue", "symbol", pl.col(column).round_sig_figs(12).alias("v"))
             .filter(pl.col("v") > 0).unique().sort("venue", "symbol", "v")
             .with_columns((pl.col("v") - pl.col("v").shift(1).over("venue", "symbol")).alias("d"))
@@ -183,15 +183,13 @@ def inferred_markets(observed: pl.DataFrame, prices: pl.DataFrame, amounts: pl.D
         steps = pl.concat([steps, decimal_steps(volumes.join(steps, on=["venue", "symbol"], how="anti"), "amount")])
     steps = steps.rename({"amount": "amount_step"})
     rows = []
-    for m in observed.join(ticks, on=["venue", "symbol"]).join(steps, on=["venue", "symbol"], how="left") \
-            .iter_rows(named=True):
+    for m in observed.join(ticks, on=["venue", "symbol"]).join(steps, on=["venue", "symbol"]).iter_rows(named=True):
         base, quote, _ = split_symbol(m["symbol"])
         step = m["amount_step"]
         rows.append({"venue": m["venue"], "symbol": m["symbol"], "market": m["market"], "base": base, "quote": quote,
                      "price_tick": m["price_tick"], "amount_step": step, "min_amount": step, "min_notional": None,
                      "source": INFERRED})
-    return _frame(rows, "markets inferred from the data").filter(pl.col("amount_step").is_not_null()) \
-        if rows else MARKETS.empty()
+    return _frame(rows, "markets inferred from the data")
 
 
 def _frame(rows: list[dict], origin: str) -> pl.DataFrame:

@@ -201,3 +201,13 @@ def test_a_warehouse_made_before_markets_had_a_source_takes_the_new_rows(data_di
     with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
         markets = read_window(conn, "analytics", MARKETS)
     assert markets.height == 38 and markets["source"].null_count() == 0
+
+
+def test_a_market_with_prices_but_no_amounts_is_left_for_the_caller_to_report():
+    observed = pl.DataFrame({"venue": ["bybit"], "symbol": ["ZZZ/USDT"], "market": ["spot"]})
+    prices = pl.DataFrame({"venue": ["bybit"] * 3, "symbol": ["ZZZ/USDT"] * 3, "price": [1.0, 1.25, 1.5]})
+    amounts = pl.DataFrame(schema={"venue": pl.Utf8, "symbol": pl.Utf8, "amount": pl.Float64})
+    assert inferred_markets(observed, prices, amounts, amounts).is_empty()
+    volumes = pl.DataFrame({"venue": ["bybit"] * 2, "symbol": ["ZZZ/USDT"] * 2, "amount": [12.5, 3.125]})
+    got = inferred_markets(observed, prices, amounts, volumes)
+    assert got.select("price_tick", "amount_step").row(0) == (0.25, 0.001)
