@@ -121,6 +121,22 @@ def test_trades_with_and_without_header_give_the_taker_side(tmp_path):
     assert inverse.select("symbol", "side", "amount").rows() == [("BTC/USD:BTC", "buy", 1.0)]
 
 
+def test_the_market_comes_from_the_archive_path_or_the_header(tmp_path, holdout):
+    kline = (holdout / "nautilus" / "ADABTC-1m-2021-11-27.csv").read_text()
+    folder = tmp_path / "data" / "futures" / "um" / "daily" / "klines" / "BTCUSDT" / "1m"
+    folder.mkdir(parents=True)
+    (folder / "BTCUSDT-1m-2021-11-27.csv").write_text(kline)
+    futures = read(folder / "BTCUSDT-1m-2021-11-27.csv")["candles"]
+    assert set(futures["symbol"]) == {"BTC/USDT:USDT"} and set(futures["market"]) == {"perp"}
+    headed = write(tmp_path, "BTCUSDT-trades-2023-01-01.csv",
+                   "id,price,qty,quote_qty,time,is_buyer_maker\n3172150211,16537.6,0.01,165.376,1672531200058,true\n")
+    assert read(headed)["trades"]["symbol"].to_list() == ["BTC/USDT:USDT"]
+    spot = tmp_path / "data" / "spot" / "daily" / "trades" / "BTCUSDT"
+    spot.mkdir(parents=True)
+    (spot / headed.name).write_text(headed.read_text())
+    assert read(spot / headed.name)["trades"]["symbol"].to_list() == ["BTC/USDT"]
+
+
 def test_agg_trades_keep_their_own_ids(tmp_path):
     path = write(tmp_path, "ETHBTC-aggTrades-2020-12-25.csv",
                  "0,0.20000000,50.00000000,0,0,1608872400000,False,True\n"

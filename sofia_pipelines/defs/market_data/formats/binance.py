@@ -14,8 +14,8 @@
                                       update_type (snap/set/delete), price, qty, pu -> raw.books, rebuilt to top
                                       of book every `cadence_ms` (see top_of_book)
 Rows name no venue (it is binance) and, but for depth, no symbol: it comes from the hints or the file name. The
-market comes from the hints (the archive's data/spot or data/futures path); without them bookTicker, fundingRate
-and depth are perps (futures-only datasets) and the rest spot.
+market comes from the hints, else the archive's data/spot or data/futures/{um,cm} path, else the dataset:
+bookTicker, fundingRate and depth are futures-only, klines and trades have a header in futures archives only.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _headerless_fields(head: bytes) -> int | None:
 def _instrument(path: Path, hints, default_market: str, raw_symbol: str | None = None,
                 row: int | None = None) -> Instrument:
     venue = getattr(hints, "venue", None) or VENUE
-    market = getattr(hints, "market", None) or default_market
+    market = getattr(hints, "market", None) or _archive_market(path) or default_market
     if getattr(hints, "symbol", None) and raw_symbol is None:
         return Instrument(venue, hints.symbol, "perp" if ":" in hints.symbol else "spot", False)
     if raw_symbol is None:
@@ -76,6 +76,14 @@ def _instrument(path: Path, hints, default_market: str, raw_symbol: str | None =
                                          "name is not Binance's <SYMBOL>-<dataset>-<date>.csv")
         raw_symbol = match["symbol"]
     return instrument(venue, raw_symbol, market, str(path), markets=markets_for(hints, venue), row=row)
+
+
+def _archive_market(path: Path) -> str | None:
+    """The market the archive's own layout names: data/spot/… or data/futures/um|cm/…"""
+    parts = {p.lower() for p in path.parts[:-1]}
+    if parts & {"futures", "um", "cm"}:
+        return "perp"
+    return "spot" if "spot" in parts else None
 
 
 def _with_instrument(df: pl.DataFrame, inst: Instrument) -> pl.DataFrame:
@@ -116,6 +124,13 @@ class _Binance:
     def matches(self, path: Path, head: bytes) -> bool:
         return self._layout(path, head) is not None
 
+    def _default_market(self, path: Path) -> str:
+        """Where neither hints nor path say: spot archives of klines and trades have no header, futures
+        archives (since 2022) have one."""
+        with open(path, "rb") as fh:
+            layout = self._layout(path, fh.read(4096))
+        return "perp" if layout and layout[1] else "spot"
+
     def _batches(self, path: Path) -> Iterator[pl.DataFrame]:
         with open(path, "rb") as fh:
             layout = self._layout(path, fh.read(4096))
@@ -139,7 +154,7 @@ class BinanceKlines(_Binance):
             raise SchemaError(origin, "the timeframe is in neither the hints nor the file name "
                                       "(<SYMBOL>-<interval>-<date>.csv)")
         timeframe = "1M" if timeframe == "1mo" else timeframe
-        inst = _instrument(path, hints, "spot")
+        inst = _instrument(path, hints, self._default_market(path))
         open_time = TimeParser(origin)  # ms, or µs in spot archives since 2025: the file's magnitude says
         for df in self._batches(path):
             df = numbers(df, ("open", "high", "low", "close", "volume"), origin)
@@ -154,7 +169,7 @@ class _BinanceTrades(_Binance):
 
     def read(self, path: Path, hints) -> Iterator[tuple[str, pl.DataFrame]]:
         origin = str(path)
-        inst = _instrument(path, hints, "spot")
+        inst = _instrument(path, hints, self._default_market(path))
         times = TimeParser(origin)
 
         def frames():
