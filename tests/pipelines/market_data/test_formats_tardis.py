@@ -272,6 +272,10 @@ def test_symbols_map_to_ccxt_with_or_without_a_markets_dump():
     assert instrument("deribit", "BTC-PERPETUAL", "perp", "x").symbol == "BTC/USD:BTC"
     assert instrument("okx", "BTC-USDT-SWAP", "perp", "x").symbol == "BTC/USDT:USDT"
     assert instrument("binance", "DOTUSD", "spot", "x").symbol == "DOT/USD"
+    assert instrument("ftx", "BTC-PERP", None, "x").symbol == "BTC/USD:USD"
+    assert instrument("hyperliquid", "ETH", "perp", "x").symbol == "ETH/USDC:USDC"
+    assert instrument("deribit", "ETH_USDC-PERPETUAL", "perp", "x").symbol == "ETH/USDC:USDC"
+    assert instrument("binance", "BTCUSD_PERP", "perp", "x").symbol == "BTC/USD:BTC"
     dump = {"BTC/USDT": {"id": "BTCUSDT", "symbol": "BTC/USDT", "spot": True, "swap": False},
             "BTC/USDT:USDT": {"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "spot": False, "swap": True}}
     found = instrument("binance", "BTCUSDT", "perp", "x", markets=dump)

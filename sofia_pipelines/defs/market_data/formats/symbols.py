@@ -57,6 +57,8 @@ QUOTE_CURRENCIES = tuple(sorted((
     "XRP", "DOGE", "SOL", "DOT", "PAX",
 ), key=len, reverse=True))
 ALIASES = {"XBT": "BTC"}
+# What a venue's USD-quoted perps settle in where it is not their base (inverse): BitMEX's in XBT, FTX's in USD
+USD_PERP_SETTLE = {"bitmex": "BTC", "ftx": "USD"}
 _PERP_SUFFIXES = ("-PERPETUAL", "-SWAP", "_PERP", "-PERP")
 _EXPIRY = re.compile(r"^\d{6}$|^\d{1,2}[A-Z]{3}\d{2}$")
 
@@ -104,6 +106,8 @@ def instrument(venue: str, raw_symbol: str, market: str | None, origin: str, *,
         base, quote = parts
     elif len(parts) == 1 and venue == "deribit" and perp:
         base, quote = parts[0], "USD"  # BTC-PERPETUAL: Deribit's inverse perp, quoted in USD
+    elif len(parts) == 1 and venue == "hyperliquid":
+        base, quote = parts[0], "USDC"  # Hyperliquid names a perp by its coin; all settle in USDC
     elif len(parts) == 1:
         base, quote = _split_at_quote(parts[0], raw_symbol, origin, row)
     else:
@@ -112,7 +116,7 @@ def instrument(venue: str, raw_symbol: str, market: str | None, origin: str, *,
     if market == "spot":
         return Instrument(venue, f"{base}/{quote}", "spot", True)
     inverse = quote == "USD" and not raw_symbol.upper().startswith("PF_")
-    settle = ("BTC" if venue == "bitmex" else base) if inverse else quote  # BitMEX USD perps settle in XBT
+    settle = USD_PERP_SETTLE.get(venue, base) if inverse else quote
     return Instrument(venue, f"{base}/{quote}:{settle}", "perp", True)
 
 
