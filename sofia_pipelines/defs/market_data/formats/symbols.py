@@ -59,6 +59,8 @@ QUOTE_CURRENCIES = tuple(sorted((
 ALIASES = {"XBT": "BTC"}
 # What a venue's USD-quoted perps settle in where it is not their base (inverse): BitMEX's in XBT, FTX's in USD
 USD_PERP_SETTLE = {"bitmex": "BTC", "ftx": "USD"}
+# Venues that name a perp by its base alone, and the quote they all have
+PERP_QUOTE = {"deribit": "USD", "ftx": "USD", "hyperliquid": "USDC"}
 _PERP_SUFFIXES = ("-PERPETUAL", "-SWAP", "_PERP", "-PERP")
 _EXPIRY = re.compile(r"^\d{6}$|^\d{1,2}[A-Z]{3}\d{2}$")
 
@@ -104,10 +106,8 @@ def instrument(venue: str, raw_symbol: str, market: str | None, origin: str, *,
                           row=row, field="symbol")
     if len(parts) == 2:
         base, quote = parts
-    elif len(parts) == 1 and venue == "deribit" and perp:
-        base, quote = parts[0], "USD"  # BTC-PERPETUAL: Deribit's inverse perp, quoted in USD
-    elif len(parts) == 1 and venue == "hyperliquid":
-        base, quote = parts[0], "USDC"  # Hyperliquid names a perp by its coin; all settle in USDC
+    elif len(parts) == 1 and market == "perp" and venue in PERP_QUOTE:
+        base, quote = parts[0], PERP_QUOTE[venue]  # BTC-PERPETUAL, BTC-PERP, BTC: the venue's one quote
     elif len(parts) == 1:
         base, quote = _split_at_quote(parts[0], raw_symbol, origin, row)
     else:
