@@ -47,7 +47,7 @@ def _is_market_dump(obj) -> bool:
 def _venue_of(path: Path, root: Path) -> str | None:
     import ccxt
 
-    parts = [path.stem, *(p.name for p in path.parents if p != root and root in p.parents)]
+    parts = [path.stem, *(p.name for p in path.parents if p == root or root in p.parents)]
     for part in parts:
         for word in [part.lower(), *re.split(r"[^a-z0-9]+", part.lower())]:
             if word in ccxt.exchanges:

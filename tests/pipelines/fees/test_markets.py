@@ -69,6 +69,9 @@ def test_a_dump_is_told_by_content_under_any_name(tmp_path, dumps):
     found, notes = find_market_dumps(tmp_path)
     assert list(found) == ["okx"] and found["okx"][0].name == "instruments-2024.json"
     assert len(notes) == 1 and "unnamed.json" in notes[0] and "no ccxt exchange id" in notes[0]
+    (tmp_path / "bybit").mkdir()
+    (tmp_path / "bybit" / "dump.json").write_text(json.dumps(subset))
+    assert list(find_market_dumps(tmp_path / "bybit")[0]) == ["bybit"]  # the source folder's own name counts
 
 
 def test_a_stub_market_without_precision_is_an_error_naming_file_and_field(dumps):
