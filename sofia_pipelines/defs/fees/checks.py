@@ -1,4 +1,5 @@
-"""Checks that guard money decisions on fees, markets and tax rules (blocking)."""
+"""Checks that guard money decisions on fees, markets and tax rules (blocking), and a WARN check naming the
+markets of the data that have no precision at all."""
 
 from datetime import date
 
