@@ -265,6 +265,18 @@ def test_bad_is_snapshot_and_side(tmp_path):
         assert (err.value.row, err.value.field) == (1, field)
 
 
+def test_tardis_exchanges_that_list_spot_and_perps_together(tmp_path):
+    path = write(tmp_path, "ftx_trades.csv", f"""
+        {HEAD},id,side,price,amount
+        ftx,BTC-PERP,1583020803145000,1583020803307160,1,buy,8531.5,1
+        ftx,BTC/USD,1583020803145000,1583020803307160,2,buy,8531.0,1
+        deribit,BTC-PERPETUAL,1583020803145000,1583020803307160,3,sell,8532.0,10
+    """)
+    trades = read(path)["trades"].sort("trade_id")
+    assert trades.select("venue", "symbol", "market").rows() == [
+        ("ftx", "BTC/USD:USD", "perp"), ("ftx", "BTC/USD", "spot"), ("deribit", "BTC/USD:BTC", "perp")]
+
+
 def test_symbols_map_to_ccxt_with_or_without_a_markets_dump():
     assert instrument("binance", "BTCUSDT", "perp", "x").symbol == "BTC/USDT:USDT"
     assert instrument("binance", "BTCUSDT", "spot", "x").symbol == "BTC/USDT"

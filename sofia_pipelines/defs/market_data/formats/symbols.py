@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 from sofia_runtime.schemas import SchemaError
 
-# Tardis.dev exchange id -> (ccxt id, the market its symbols are when the symbol does not say)
-TARDIS_EXCHANGES: dict[str, tuple[str, str]] = {
+# Tardis.dev exchange id -> (ccxt id, the market its symbols are; None: each symbol says, e.g. -PERPETUAL)
+TARDIS_EXCHANGES: dict[str, tuple[str, str | None]] = {
     "binance": ("binance", "spot"),
     "binance-futures": ("binance", "perp"),
     "binance-delivery": ("binance", "perp"),
     "binance-us": ("binanceus", "spot"),
     "bitmex": ("bitmex", "perp"),
-    "deribit": ("deribit", "perp"),
+    "deribit": ("deribit", None),
     "okex": ("okx", "spot"),
     "okex-swap": ("okx", "perp"),
     "okx": ("okx", "spot"),
@@ -47,7 +47,7 @@ TARDIS_EXCHANGES: dict[str, tuple[str, str]] = {
     "bittrex": ("bittrex", "spot"),
     "poloniex": ("poloniex", "spot"),
     "phemex": ("phemex", "perp"),
-    "ftx": ("ftx", "spot"),
+    "ftx": ("ftx", None),
 }
 
 # Longest first, so BTCFDUSD splits as BTC/FDUSD, not BTCFD/USD.
@@ -73,7 +73,7 @@ class Instrument:
     inferred: bool  # True when split by quote currency, False when found in a markets dump
 
 
-def tardis_venue(exchange: str, origin: str, row: int | None = None) -> tuple[str, str]:
+def tardis_venue(exchange: str, origin: str, row: int | None = None) -> tuple[str, str | None]:
     """(ccxt id, default market) of a Tardis.dev exchange id."""
     try:
         return TARDIS_EXCHANGES[exchange]
