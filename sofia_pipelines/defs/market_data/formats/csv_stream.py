@@ -23,6 +23,7 @@ ROW = "_row"  # the 1-based data row of the file a frame's row came from
 BLOCK_BYTES = 1 << 20
 FRAME_ROWS = min(BATCH_ROWS, 100_000)  # all-text frames cost ~1.5 kB a row at the peak, wherever the file ends
 
+
 def text_head(head: bytes) -> str:
     """The first bytes of a file as text, gunzipped when the file is gzip (Tardis ships .csv.gz)."""
     if head[:2] == b"\x1f\x8b":
