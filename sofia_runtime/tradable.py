@@ -50,11 +50,10 @@ class Readiness:
         return not self.refusals
 
 
-def _pairs_of(tables: Mapping[str, pl.DataFrame], name: str) -> set[tuple[str, str]]:
+def _lazy(tables: Mapping[str, pl.DataFrame], name: str) -> pl.LazyFrame:
+    """A table as a lazy frame: a loaded snapshot scans the tables it left in their files (only what is asked)."""
     scan = getattr(tables, "scan", None)
-    if scan is not None and name in getattr(tables, "files", {}):  # a table left on disk: read two columns
-        return set(scan(name).select("venue", "symbol").unique().collect().iter_rows())
-    return _pairs(tables[name])
+    return scan(name) if scan is not None else tables[name].lazy()
 
 
 def snapshot_readiness(tables: Mapping[str, pl.DataFrame], reasons: Mapping[str, str] | None = None) -> Readiness:
@@ -65,11 +64,12 @@ def snapshot_readiness(tables: Mapping[str, pl.DataFrame], reasons: Mapping[str,
     markets = _pairs(tables["markets"])
     fees = _pairs(tables["fee_table"].filter(pl.col("selected")))
     limits = _pairs(tables["risk_limits"])
-    for name, what in (("markets", "no instrument has tick and step sizes"),
-                       ("fee_table", "no instrument has a selected fee row"),
-                       ("risk_limits", "no instrument has risk limits")):
-        if tables[name].is_empty() or (name == "fee_table" and not fees):
-            out.refusals.append(f"{name} is empty{_because(reasons.get(name))}: {what}")
+    for name, have, what in (("markets", markets, "no instrument has tick and step sizes"),
+                             ("fee_table", fees, "no instrument has a selected fee row"),
+                             ("risk_limits", limits, "no instrument has risk limits")):
+        if not have:
+            state = "is empty" if tables[name].is_empty() else "has no selected row"
+            out.refusals.append(f"{name} {state}{_because(reasons.get(name))}: {what}")
     out.tradable = sorted(markets & fees & limits)
     if not out.refusals and not out.tradable:
         out.refusals.append(f"no instrument has a market, a selected fee row and risk limits together "
@@ -81,10 +81,7 @@ def snapshot_readiness(tables: Mapping[str, pl.DataFrame], reasons: Mapping[str,
 
 
 def _is_empty(tables: Mapping[str, pl.DataFrame], name: str) -> bool:
-    scan = getattr(tables, "scan", None)
-    if scan is not None and name in getattr(tables, "files", {}):
-        return scan(name).select(pl.len()).collect().item() == 0
-    return tables[name].is_empty()
+    return _lazy(tables, name).select(pl.len()).collect().item() == 0
 
 
 def _because(reason: str | None) -> str:
@@ -97,7 +94,8 @@ def instrument_refusals(tables: Mapping[str, pl.DataFrame], instruments: Iterabl
     markets = _pairs(tables["markets"])
     fees = _pairs(tables["fee_table"].filter(pl.col("selected")))
     limits = _pairs(tables["risk_limits"])
-    booked = _pairs_of(tables, "replay_books") if needs_replay else set()
+    booked = set(_lazy(tables, "replay_books").select("venue", "symbol").unique().collect().iter_rows()) \
+        if needs_replay else set()
     fill = tables["fill_model"]
     sides = {} if fill.is_empty() else {
         (v, s): set(sd) for v, s, sd in fill.group_by("venue", "symbol").agg(pl.col("side")).iter_rows()}
