@@ -47,8 +47,10 @@ def _open_text(path: Path):
     return gzip.open(path, "rt") if path.suffix == ".gz" else open(path, encoding="utf-8", errors="replace")
 
 
-def csv_batches(path: Path, columns: list[str], has_header: bool) -> Iterator[pl.DataFrame]:
-    """The file as all-text frames of `columns` plus ROW, about FRAME_ROWS rows at a time."""
+def csv_batches(path: Path, columns: list[str], has_header: bool,
+                include: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """The file (whose columns are `columns`) as all-text frames of the `include`d ones (default all) plus ROW,
+    about FRAME_ROWS rows at a time: a 25-level book snapshot is read for its top level only."""
     origin = str(path)
     rows, pending, pending_rows = 0, [], 0
     reader = None
@@ -58,6 +60,7 @@ def csv_batches(path: Path, columns: list[str], has_header: bool) -> Iterator[pl
             read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1 if has_header else 0,
                                            block_size=BLOCK_BYTES, use_threads=False),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                 include_columns=include or columns,
                                                  strings_can_be_null=True, null_values=[""]))
         for batch in reader:
             pending.append(batch)

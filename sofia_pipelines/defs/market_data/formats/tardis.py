@@ -74,9 +74,7 @@ class _Tardis:
         return tuple(columns[:4]) == COMMON and self._tail_matches(columns[4:])
 
     def _batches(self, path: Path, include: list[str] | None = None) -> Iterator[pl.DataFrame]:
-        columns = header_of(path)
-        for frame in csv_batches(path, columns, has_header=True):
-            yield frame if include is None else frame.select([*include, ROW])
+        yield from csv_batches(path, header_of(path), has_header=True, include=include)
 
 
 class TardisTrades(_Tardis):
