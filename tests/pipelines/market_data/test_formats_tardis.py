@@ -110,6 +110,17 @@ def test_incremental_book_is_sampled_at_the_cadence_and_reset_by_a_snapshot(tmp_
     assert every_5s["ts"].to_list() == [t0.replace(second=5)] and every_5s["bid"].to_list() == [6429.5]
 
 
+def test_a_snapshot_spanning_messages_is_one_book(tmp_path):
+    path = write(tmp_path, "l2.csv", f"""
+        {HEAD},is_snapshot,side,price,amount
+        bybit,BTCUSD,1585699200100000,1585699200150000,true,ask,6422,1
+        bybit,BTCUSD,1585699200100000,1585699200160000,true,bid,6421,2
+        bybit,BTCUSD,1585699200500000,1585699200550000,false,bid,6421,3
+    """)
+    books = read(path)["books"]
+    assert books.select("symbol", "bid", "bid_size", "ask").rows() == [("BTC/USD:BTC", 6421.0, 3.0, 6422.0)]
+
+
 def test_a_feed_gap_is_not_filled_with_a_stale_book(tmp_path):
     path = write(tmp_path, "gap.csv", f"""
         {HEAD},is_snapshot,side,price,amount

@@ -190,8 +190,8 @@ class TardisIncrementalBook(_Tardis):
                 book = books.setdefault((venue, symbol, market), TopOfBookRebuild(cadence_ms=cadence))
                 for chunk in part.iter_slices(APPLY_ROWS):
                     us, local = chunk["timestamp"], chunk["local_timestamp"]
-                    # the rows of one snapshot share their receive time; a new one clears the book
-                    snapshot_id = chunk.select(pl.when(pl.col("is_snapshot")).then(pl.col("local_timestamp")))
+                    # Tardis: a snapshot row after a delta starts a new book (one snapshot may span messages)
+                    snapshot_id = chunk.select(pl.when(pl.col("is_snapshot")).then(True))
                     book.apply(chunk[ROW].to_list(), (us // 1000).to_list(), (local // 1000).to_list(),
                                chunk["is_bid"].to_list(), chunk["price"].to_list(), chunk["amount"].to_list(),
                                snapshot_id.to_series().to_list())
