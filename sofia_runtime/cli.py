@@ -7,7 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from sofia_runtime import liveness, paths
+from sofia_runtime import checkpoint, liveness, paths
 
 
 def cmd_verify_journal(args) -> int:
@@ -71,6 +71,9 @@ def cmd_run(args) -> int:
         if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
             raise RefusedToStart("live trading refused: --mode live is not on the command line (mode: live in the "
                                  "configuration file or SOFIA_RUNTIME_MODE is not enough)")
+        if cfg.mode == "live" and checkpoint.journal_key() is None:
+            raise RefusedToStart(f"live trading refused: {checkpoint.KEY_ENV} is not set; live journals are anchored "
+                                 "by checkpoints signed with it (see README, The audit journal)")
         if args.order:
             cfg.router.order = args.order
         return asyncio.run(run_runtime(cfg))

@@ -3,6 +3,7 @@
 Each record is {seq, ts, runtime_id, kind, payload, prev_hash, hash} with hash = sha256 of the canonical JSON
 (sorted keys, no spaces, UTF-8) of everything but `hash`. One file per runtime and UTC day,
 `<audit>/<runtime_id>/<YYYY-MM-DD>.jsonl`; a new day's first record links to the previous day's last hash.
+The head is anchored by a signed checkpoint beside the files (sofia_runtime.checkpoint), so a cut tail is found.
 Money goes in payloads as Decimal, written as a string; a float in a payload is refused.
 """
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+
+from sofia_runtime.checkpoint import CHECKPOINT_EVERY, CheckpointError, journal_key, read_checkpoint, write_checkpoint
 
 GENESIS = "0" * 64
 log = logging.getLogger(__name__)
@@ -123,37 +126,64 @@ def _read_lines(paths: Iterable[Path], in_progress: bool) -> Iterator[tuple[Path
                 yield path, number, raw[:-1], record
 
 
-def verify(paths: Iterable[Path], in_progress: bool = False) -> Problem | None:
+def verify(paths: Iterable[Path], in_progress: bool = False, key: bytes | None = None) -> Problem | None:
     """The first record that breaks the chain (a changed byte, a deleted or reordered record, a broken link
-    across files), or None when every chain is intact. Files are checked per runtime, in day order."""
+    across files, records cut from the end before the runtime's checkpoint), or None when every chain is intact.
+    Files are checked per runtime, in day order. `key` verifies the checkpoints' signatures (default: the key
+    in SOFIA_JOURNAL_KEY)."""
+    key = journal_key() if key is None else key
     by_runtime: dict[Path, list[Path]] = {}
     for p in sorted(paths):
         by_runtime.setdefault(p.parent, []).append(p)
-    for files in by_runtime.values():
-        prev_hash, expected_seq = GENESIS, 1
-        try:
-            for path, line, raw, rec in _read_lines(files, in_progress):
-                seq = rec.get("seq")
-                try:
-                    expected_hash = record_hash(rec)
-                except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer past 64 bits
-                    return Problem(path, line, None, f"not a journal record: {exc}")
-                if rec.get("hash") != expected_hash:
-                    return Problem(path, line, seq, "hash does not match the record's content")
-                # the hash covers the parsed record; the bytes must be its canonical form, as Journal writes it,
-                # or a reformatted line (a space, a key twice) would pass as intact
-                if raw != canonical(rec):
-                    return Problem(path, line, seq, "not in canonical form (a space, the key order or a key "
-                                                    "given twice changed): not the bytes the runtime wrote")
-                if rec.get("prev_hash") != prev_hash:
-                    return Problem(path, line, seq, "prev_hash does not link to the previous record")
-                if seq != expected_seq:
-                    return Problem(path, line, seq, f"seq {seq} where {expected_seq} was expected")
-                prev_hash, expected_seq = rec["hash"], seq + 1
-        except JournalError as exc:
-            path, _, rest = str(exc).partition(":")
-            line = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else 0
-            return Problem(Path(path), line, None, str(exc))
+    for directory, files in by_runtime.items():
+        problem = _verify_runtime(directory, files, in_progress, key)
+        if problem:
+            return problem
+    return None
+
+
+def _verify_runtime(directory: Path, files: list[Path], in_progress: bool, key: bytes | None) -> Problem | None:
+    try:
+        checkpoint = read_checkpoint(directory, key)
+    except CheckpointError as exc:
+        return Problem(directory / "checkpoint.json", 0, None, str(exc))
+    prev_hash, expected_seq = GENESIS, 1
+    last = (files[0], 0)
+    at_checkpoint = None
+    try:
+        for path, line, raw, rec in _read_lines(files, in_progress):
+            seq = rec.get("seq")
+            try:
+                expected_hash = record_hash(rec)
+            except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. an integer past 64 bits
+                return Problem(path, line, None, f"not a journal record: {exc}")
+            if rec.get("hash") != expected_hash:
+                return Problem(path, line, seq, "hash does not match the record's content")
+            # the hash covers the parsed record; the bytes must be its canonical form, as Journal writes it,
+            # or a reformatted line (a space, a key twice) would pass as intact
+            if raw != canonical(rec):
+                return Problem(path, line, seq, "not in canonical form (a space, the key order or a key "
+                                                "given twice changed): not the bytes the runtime wrote")
+            if rec.get("prev_hash") != prev_hash:
+                return Problem(path, line, seq, "prev_hash does not link to the previous record")
+            if seq != expected_seq:
+                return Problem(path, line, seq, f"seq {seq} where {expected_seq} was expected")
+            if checkpoint and seq == checkpoint.seq:
+                at_checkpoint = (path, line, rec["hash"])
+            prev_hash, expected_seq, last = rec["hash"], seq + 1, (path, line)
+    except JournalError as exc:
+        path, _, rest = str(exc).partition(":")
+        line = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else 0
+        return Problem(Path(path), line, None, str(exc))
+    if checkpoint is None:
+        return None
+    if at_checkpoint is None:
+        return Problem(last[0], last[1], expected_seq - 1,
+                       f"the journal ends at seq {expected_seq - 1}, but its checkpoint of {checkpoint.ts} names seq "
+                       f"{checkpoint.seq}: records were cut from the end")
+    if at_checkpoint[2] != checkpoint.hash:
+        return Problem(at_checkpoint[0], at_checkpoint[1], checkpoint.seq,
+                       f"the record at seq {checkpoint.seq} is not the one its checkpoint of {checkpoint.ts} names")
     return None
 
 
@@ -168,6 +198,7 @@ class Journal:
         self.runtime_id, self.clock = runtime_id, clock
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
         self._closing = threading.Event()
         self._committer: threading.Thread | None = None
         self._file = None
@@ -177,6 +208,8 @@ class Journal:
         self.recovered: list[str] = []
         self._base_seq = 0  # seq of the last record before this process wrote any
         self.seq, self.last_hash = 0, GENESIS
+        self._key = journal_key()
+        self._checkpoint_seq = 0
         self._resume()
 
     def _resume(self) -> None:
@@ -201,7 +234,7 @@ class Journal:
         if self.seq == 0 and len(files) > 1:
             for _, _, rec in read_records(files[:-1]):
                 self.seq, self.last_hash = rec["seq"], rec["hash"]
-        self._base_seq = self.seq
+        self._base_seq = self._checkpoint_seq = self.seq
         for note in self.recovered:
             self.append("journal_recovered", {"detail": note})
         if self.recovered:
@@ -214,6 +247,7 @@ class Journal:
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._file.close()
+                self._checkpoint(self.seq, self.last_hash)  # every record so far is on disk: anchor the day's end
             self._file = (self.dir / f"{day}.jsonl").open("ab")
             self._day = day
         return self._file
@@ -249,7 +283,7 @@ class Journal:
             with self._lock:
                 if self._file is None or self._synced >= (self._written if upto is None else upto):
                     return
-                target = self._written
+                target, head = self._written, (self.seq, self.last_hash)
                 self._file.flush()
                 fd = os.dup(self._file.fileno())  # the day's file may rotate (and close) during the fsync
             try:
@@ -259,6 +293,8 @@ class Journal:
             with self._lock:
                 self.fsyncs += 1
                 self._synced = max(self._synced, target)
+            if head[0] - self._checkpoint_seq >= CHECKPOINT_EVERY:
+                self._checkpoint(*head)
 
     def start_group_commit(self, interval_s: float = 0.005) -> None:
         """Make what is written durable every `interval_s` from a thread of its own, so the fsync an order waits
@@ -287,11 +323,19 @@ class Journal:
         self.durable(rec)
         return rec
 
+    def _checkpoint(self, seq: int, head: str) -> None:
+        """Anchor (seq, head), which must be durable already; never moves the anchor back."""
+        with self._checkpoint_lock:
+            if seq > self._checkpoint_seq:
+                write_checkpoint(self.dir, self.runtime_id, seq, head, self._key)
+                self._checkpoint_seq = seq
+
     def close(self) -> None:
         self._closing.set()
         if self._committer is not None:
             self._committer.join()
         self.sync()
+        self._checkpoint(self.seq, self.last_hash)
         with self._lock:
             if self._file:
                 self._file.close()

@@ -32,6 +32,7 @@ from sofia_runtime.snapshot import write_snapshot
 # loaded 2-core machines, where a healthy process can take many times its quiet-machine time. Speed is measured
 # by the benchmarks (bench/), never asserted here.
 HANG_S = 60.0
+JOURNAL_KEY = "test-journal-key-5e0c"  # signs the runtimes' checkpoints (live trading requires one)
 
 VENUES = ("binance", "okx")
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
@@ -160,7 +161,8 @@ class RuntimeData:
         """The environment for a runtime process: this data folder, no keys or runtime settings inherited."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SOFIA_RUNTIME_", "SOFIA_BINANCE_", "SOFIA_OKX_"))}
-        return {**env, "SOFIA_DATA_DIR": str(self.dir), "PYTHONUNBUFFERED": "1", **extra}
+        return {**env, "SOFIA_DATA_DIR": str(self.dir), "PYTHONUNBUFFERED": "1", "SOFIA_JOURNAL_KEY": JOURNAL_KEY,
+                **extra}
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         """`python -m sofia_runtime.cli <args>` to completion."""

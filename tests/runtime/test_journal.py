@@ -148,3 +148,59 @@ def test_bytes_other_than_the_canonical_form_are_a_change(tmp_path, reformat):
     path.write_bytes(b"".join(lines))
     problem = verify([path])
     assert problem is not None and problem.line == 2 and "canonical form" in problem.message
+
+
+def _cut_tail(path, keep: int) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:keep]))
+
+
+def test_records_cut_from_the_end_are_found_by_the_checkpoint(tmp_path):
+    """Removing the last records at a record boundary leaves an intact chain; the checkpoint the journal wrote at
+    close names the head, so the cut is found, and the runtime refuses to continue the shortened journal."""
+    (path,) = _journal(tmp_path)
+    assert json.loads((path.parent / "checkpoint.json").read_text())["seq"] == 6
+    _cut_tail(path, 4)
+    problem = verify([path])
+    assert problem is not None and problem.line == 4 and "cut from the end" in problem.message
+    assert "names seq 6" in problem.message
+    with pytest.raises(JournalError, match="cut from the end"):
+        Journal(tmp_path, "mm_lite-paper")
+
+
+def test_a_signed_checkpoint_refuses_a_changed_or_unsigned_anchor(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFIA_JOURNAL_KEY", "k-3b1f")
+    (path,) = _journal(tmp_path)
+    cp_path = path.parent / "checkpoint.json"
+    assert verify([path]) is None and json.loads(cp_path.read_text())["mac"]
+    # an attacker who cut the tail rewrites the anchor to the new end: without the key the signature fails
+    _cut_tail(path, 4)
+    cp = json.loads(cp_path.read_text())
+    cp_path.write_text(json.dumps({**cp, "seq": 4, "hash": json.loads(path.read_bytes().splitlines()[-1])["hash"]}))
+    problem = verify([path])
+    assert problem is not None and "signature does not verify" in problem.message
+    cp_path.write_text(json.dumps({**cp, "mac": None}))
+    assert "unsigned" in verify([path]).message
+    # the genuine anchor, read under another key, does not verify either
+    cp_path.write_text(json.dumps(cp))
+    monkeypatch.setenv("SOFIA_JOURNAL_KEY", "other")
+    assert "signature does not verify" in verify([path]).message
+
+
+def test_a_checkpoint_is_written_every_n_durable_records_and_at_rotation(tmp_path, monkeypatch):
+    from sofia_runtime import checkpoint
+
+    monkeypatch.setattr("sofia_runtime.journal.CHECKPOINT_EVERY", 10)
+    clock = Clock(datetime(2026, 10, 31, 23, 59, 59, 980000, tzinfo=timezone.utc).timestamp())
+    j = Journal(tmp_path, "r", clock=clock)
+    for i in range(15):  # 1 ms each: the day changes at the 20th record; not yet
+        j.append_durable("decision", {"i": i})
+    assert checkpoint.read_checkpoint(tmp_path / "r", None).seq == 10
+    for i in range(10):
+        j.append("decision", {"i": i})  # the day changes on the way: the day's last record is anchored
+    first_day, _ = journal_files(tmp_path / "r")
+    day_end = json.loads(first_day.read_bytes().splitlines()[-1])["seq"]
+    assert 15 < day_end < 25 and checkpoint.read_checkpoint(tmp_path / "r", None).seq == day_end
+    j.close()
+    assert checkpoint.read_checkpoint(tmp_path / "r", None).seq == 25
+    assert verify(journal_files(tmp_path / "r")) is None

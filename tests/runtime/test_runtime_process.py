@@ -17,13 +17,14 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from runtime_support import HANG_S, RuntimeData, http_get, publish, stop, wait_for
+from runtime_support import HANG_S, JOURNAL_KEY, RuntimeData, http_get, publish, stop, wait_for
 from fake_binance import running_fake_binance
+from sofia_runtime.checkpoint import write_checkpoint
 
 pytestmark = pytest.mark.slow
 
-# The start-up timing shares a worker with the tests that keep a CPU busy (replays at full speed), so under
-# `-n 2 --dist loadgroup` it is never measured while they run next to it.
+# The tests that keep a CPU busy (replays at full speed) share one worker under `-n 2 --dist loadgroup`, so the
+# other worker keeps a core.
 CPU_HEAVY = pytest.mark.xdist_group("runtime-cpu-heavy")
 HEAVY = ("dagster", "dbt", "great_expectations", "sofia_pipelines", "pandas", "duckdb", "ccxt")
 
@@ -250,14 +251,18 @@ def _venue_record(runtime_data: RuntimeData, rid: str) -> tuple[dict[str, set[st
 
 
 def _cut_journal(runtime_data: RuntimeData, rid: str, last_seq: int) -> None:
-    """Drop every record after `last_seq`: what a crash loses of records written but not yet flushed."""
+    """Drop every record after `last_seq`: what a crash loses of records written but not yet flushed. Such
+    records were never anchored: the checkpoint, written only for durable records, is set back to match."""
+    last = None
     for path in sorted((runtime_data.dir / "audit" / rid).glob("*.jsonl")):
         lines = path.read_bytes().split(b"\n")[:-1]
         kept = [x for x in lines if json.loads(x)["seq"] <= last_seq]
         if kept:
             path.write_bytes(b"".join(x + b"\n" for x in kept))
+            last = json.loads(kept[-1])
         else:
             path.unlink()
+    write_checkpoint(runtime_data.dir / "audit" / rid, rid, last["seq"], last["hash"], JOURNAL_KEY.encode())
 
 
 @CPU_HEAVY
