@@ -53,7 +53,9 @@ def fill_samples_by_input(books: pl.DataFrame, trades: pl.DataFrame, candles: pl
     for venue, symbol in seen.join(sampled, on=["venue", "symbol"], how="anti").sort("venue", "symbol").iter_rows():
         has = {name for name, f in (("books", books), ("trades", trades), ("candles", candles))
                if f.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).height}
-        reason = ("books without trades and no candles" if has == {"books"} else
+        reason = ("books and trades, but too short a tape for a volatility estimate (3 minutes, or 30 s of "
+                  "10-second mids)" if {"books", "trades"} <= has else
+                  "books without trades and no candles" if has == {"books"} else
                   "candles give no usable bar pairs (zero-volume, gaps or zero spread estimate)" if "candles" in has
                   else f"only {', '.join(sorted(has))}: neither a tape nor candles to fit on")
         gaps.append((venue, symbol, reason))

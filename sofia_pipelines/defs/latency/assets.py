@@ -88,12 +88,17 @@ def route_gaps(liquidity: pl.DataFrame, fees: pl.DataFrame, markets: pl.DataFram
         elif taker.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).is_empty():
             gaps.append((venue, symbol, "no selected taker fee in fee_table"))
         else:
+            routed = routed_hours.get(symbol, set())
+            seen = set(mine["hour"].dt.hour().to_list())
             hours = set(priced.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))["hour"]
                         .dt.hour().to_list())
-            missing = sorted(set(range(24)) - hours - routed_hours.get(symbol, set()))
-            if missing:
+            no_data = sorted(set(range(24)) - seen - routed)
+            no_spread = sorted(seen - hours - routed)
+            if no_data:
+                gaps.append((venue, symbol, f"no market data in UTC hours {no_data} of the trailing week"))
+            elif no_spread:
                 gaps.append((venue, symbol, f"no spread (no books, too few candles to estimate) in UTC hours "
-                                            f"{missing}"))
+                                            f"{no_spread}"))
     return gaps
 
 

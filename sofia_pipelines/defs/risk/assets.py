@@ -87,7 +87,10 @@ def risk_backtest(context: dg.AssetExecutionContext, warehouse: DuckDBResource) 
         replace_day(conn, "analytics", RISK_BACKTEST_PNL, pnl, start.date())
         replace_day(conn, "analytics", RISK_BACKTEST_FILLS, fills, start.date())
         replace_day(conn, "analytics", RISK_BACKTEST_POSITIONS, positions, start.date())
-        gaps = write_gaps(conn, "risk_backtest", start.date(), [])
+        idle = [("*", r.strategy, f"replayed {r.pnl['events']:,} market events with no instrument to trade: the "
+                                  f"day's session_schedule, fill_model or funding_opportunities offered none")
+                for r in runs if r.pnl["instruments"] == 0]
+        gaps = write_gaps(conn, "risk_backtest", start.date(), idle)
     book = pnl.filter(pl.col("strategy") == "book").row(0, named=True)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(pnl.height), "fills": fills.height,

@@ -100,7 +100,7 @@ def session_schedule_asset(context: dg.AssetExecutionContext, config: ScheduleCo
                                     read_day(conn, "analytics", SYMBOL_RANKINGS, day), ScheduleRules(**config.rules))
         replace_day(conn, "analytics", SESSION_SCHEDULE, schedule, day)
         absent = schedule.filter(absent_input_only(schedule))
-        gaps = [(v, s, f"off in {n} hour(s) for an absent input: {r}") for v, s, n, r in absent.group_by(
+        gaps = [(v, s, f"off in {n} hour(s) for an absent or estimated input: {r}") for v, s, n, r in absent.group_by(
             "venue", "symbol").agg(pl.len(), pl.col("reason").first()).sort("venue", "symbol").iter_rows()]
         if schedule.is_empty():
             gaps = [("*", "*", "no candles or books in the trailing week")]
@@ -120,7 +120,8 @@ session_schedule_inputs_complete = gaps_check("session_schedule")
 
 @dg.asset_check(asset="session_schedule", blocking=True, partitions_def=daily_partitions,
                 description="The schedule has at least one active venue-symbol-hour, unless every hour is off "
-                            "only for an absent input (session_schedule_inputs_complete, WARN, says which).")
+                            "only for an absent input or a rule failed on an estimate standing in for one "
+                            "(session_schedule_inputs_complete, WARN, says which).")
 def schedule_not_empty(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> dg.AssetCheckResult:
     day = partition_window(context.partition_key)[0].date()
     with warehouse.get_connection() as conn:

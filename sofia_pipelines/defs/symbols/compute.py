@@ -83,8 +83,10 @@ def symbol_rankings(liquidity: pl.DataFrame, fees: pl.DataFrame, weights: Rankin
     return SYMBOL_RANKINGS.conform(out, "symbol_rankings")
 
 
-# Off-hour reasons that name an absent input rather than a rule the hour failed; they begin with this.
+# Off-hour reasons that name an absent input rather than a rule the hour failed begin with ABSENT_INPUT; a rule
+# failed on an estimate standing in for an absent measurement ends with ESTIMATED.
 ABSENT_INPUT = "no "
+ESTIMATED = " (estimated from candles: no books)"
 
 
 def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: pl.DataFrame,
@@ -92,9 +94,12 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
     """Per venue, symbol and UTC hour: active when the hour is liquid, cheap and fast, with the reason when not.
 
     Volume in USD and a spread (books, else the candle estimate) are required: without them the hour is off and
-    the reason begins "no " (an absent input, not a failed rule). Depth (books only) and latency (private REST
+    the reason begins "no " (an absent input, not a failed rule); a spread cap failed on the estimate says so. Depth (books only) and latency (private REST
     probes, else the tape's feed delay) are judged where they exist; where absent their rule is not applied and
     `inputs` says so."""
+    if "candle_timeframe" in liquidity.columns:  # the mart's volume is 0, not null, for an hour without candles
+        liquidity = liquidity.with_columns(pl.when(pl.col("candle_timeframe").is_not_null())
+                                           .then(pl.col("volume_usd")).alias("volume_usd"))
     hourly = _with_spread_columns(liquidity).group_by(
         "venue", "symbol", pl.col("hour").dt.hour().cast(pl.Int64).alias("hour")).agg(
         pl.col("volume_usd").mean().alias("volume_usd"), pl.col("depth_usd_mean").mean().alias("depth_usd"),
@@ -109,15 +114,18 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
     df = hourly.join(lat, on=["venue", "hour"], how="left").join(
         rankings.select("venue", "symbol", "score"), on=["venue", "symbol"], how="left")
     failures = [
-        (pl.col("volume_usd").is_null(), "no USD value for the volume (quote not convertible)"),
+        (pl.col("volume_usd").is_null(), "no volume in USD (no candles, or a quote without a USD value)"),
         (pl.col("spread_bps").is_null(), "no spread (no books, too few candles to estimate)"),
         (pl.col("volume_usd") < rules.min_volume_usd_per_hour, "volume below minimum"),
         (pl.col("depth_usd") < rules.min_depth_usd, "depth below minimum"),
-        (pl.col("spread_bps") > rules.max_spread_bps, "spread above cap"),
+        (pl.col("spread_bps") > rules.max_spread_bps,
+         pl.when(pl.col("spread_method") == SPREAD_FROM_BOOKS).then(pl.lit("spread above cap"))
+         .otherwise(pl.lit(f"spread above cap{ESTIMATED}"))),
         (pl.col("p95_ms") > rules.max_latency_p95_ms, "latency p95 above cap"),
         (pl.col("error_rate") > rules.max_error_rate, "venue error rate above cap"),
     ]
-    reason = pl.concat_str([pl.when(cond.fill_null(False)).then(pl.lit(text)) for cond, text in failures],
+    reason = pl.concat_str([pl.when(cond.fill_null(False)).then(text if isinstance(text, pl.Expr) else pl.lit(text))
+                            for cond, text in failures],
                            separator="; ", ignore_nulls=True)
     unapplied = pl.concat_str([pl.when(pl.col("depth_usd").is_null()).then(pl.lit("depth (no books)")),
                                pl.when(pl.col("p95_ms").is_null()).then(pl.lit("latency and error rate (no probes "
@@ -135,6 +143,7 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
 
 
 def absent_input_only(schedule: pl.DataFrame) -> pl.Series:
-    """True for off hours whose every reason is an absent input."""
+    """True for off hours whose every reason is an absent input, or a rule failed on an estimate standing in
+    for one."""
     return ~schedule["active"] & schedule["reason"].str.split("; ").list.eval(
-        pl.element().str.starts_with(ABSENT_INPUT)).list.all()
+        pl.element().str.starts_with(ABSENT_INPUT) | pl.element().str.ends_with(ESTIMATED)).list.all()
