@@ -32,7 +32,8 @@ from sofia_runtime.schemas import RAW_TABLES, SchemaError
 _PAIR = r"(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)(?:_(?P<settle>[A-Z0-9]+))?"
 _TF = r"(?P<tf>\d+[smhdwM])"
 _KIND = r"(?P<kind>futures|spot|mark|index|premiumIndex|funding_rate)"
-FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_(?:{_TF}(?:_{_KIND})?|(?:ccxt_)?(?P<table>trades|books|quotes)(?:_\w+)?)$")
+FREQTRADE_FLAT = re.compile(rf"^(?P<venue>[a-z][a-z0-9]*)_{_PAIR}_"
+                            rf"(?:{_TF}(?:_{_KIND})?|(?:ccxt_)?(?P<table>trades|books|quotes)(?:_\w+)?)$")
 FREQTRADE_OWN = re.compile(rf"^{_PAIR}-(?:{_TF}(?:-{_KIND})?|(?P<table>trades))$")
 # candle types that are not trades' prices: raw.candles holds what traded
 NOT_TRADED = {"mark": "mark-price candles", "index": "index-price candles", "premiumIndex": "premium-index candles"}

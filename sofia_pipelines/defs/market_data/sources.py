@@ -98,7 +98,8 @@ def check_raw_frame(table: str, df: pl.DataFrame, origin: str, row_offset: int =
         refuse(good, a, lambda r, a=a, b=b, e=or_equal: f"{a} {r[a]!r} is {'below' if e else 'not above'} "
                                                         f"{b} {r[b]!r}")
     for column in NON_NEGATIVE.get(table, ()):
-        refuse(pl.col(column).is_between(0, float("inf")), column, lambda r, c=column: f"{c} {r[c]!r} is negative or not a number")
+        refuse(pl.col(column).is_between(0, float("inf")), column,
+               lambda r, c=column: f"{c} {r[c]!r} is negative or not a number")
     if table == "funding":
         refuse(pl.col("funding_rate").is_between(-FUNDING_RATE_BOUND, FUNDING_RATE_BOUND), "funding_rate",
                lambda r: f"funding rate {r['funding_rate']!r} is not finite or beyond ±{FUNDING_RATE_BOUND:.0%}")

@@ -87,7 +87,8 @@ def test_freqtrade_trades_parquet_and_ccxt_trades_json_gz_agree(tmp_path, holdou
     parquet = FilesSource(root / "parquet").load("trades", *ALL)
     ccxt = FilesSource(root / "ccxt").load("trades", *ALL)
     for df in (parquet, ccxt):
-        assert _span(df) == (12477, datetime(2019, 10, 11, 0, 0, 11, 620000), datetime(2019, 10, 13, 11, 19, 28, 844000))
+        assert _span(df) == (12477, datetime(2019, 10, 11, 0, 0, 11, 620000),
+                             datetime(2019, 10, 13, 11, 19, 28, 844000))
         assert df["venue"].unique().to_list() == ["binance"] and df["symbol"].unique().to_list() == ["XRP/ETH"]
     assert parquet.select("ts", "trade_id", "side", "price", "amount").equals(
         ccxt.select("ts", "trade_id", "side", "price", "amount"))
@@ -208,7 +209,8 @@ GOOD = "1570752000000,1,2,0.5,1.5,10\n1570752060000,1.5,2,1,1.2,5\n"
 
 
 @pytest.mark.parametrize("body, row, field, message", [
-    ("1570752000,1,2,0.5,1.5,10\n1570752060000,1.5,2,1,1.2,5\n", 2, "timestamp", "in ms while the file's times are in s"),
+    ("1570752000,1,2,0.5,1.5,10\n1570752060000,1.5,2,1,1.2,5\n", 2, "timestamp",
+     "in ms while the file's times are in s"),
     ("57075200,1,2,0.5,1.5,10\n", 1, "timestamp", "is not an epoch time"),
     (GOOD + "1570752120000,1,0.9,1.1,1,3\n", 3, "high", "high 0.9 is below open 1.0"),
     (GOOD + "1570752120000,3,4,2,5,3\n", 3, "high", "high 4.0 is below close 5.0"),
@@ -249,7 +251,8 @@ def test_wrong_layout_and_missing_hints_are_errors(tmp_path):
         FilesSource(tmp_path).provides()
     (folder / "1m.csv").rename(tmp_path / "candles.csv")
     folder.rmdir()
-    with pytest.raises(SchemaError, match=r"candles\.csv: the file's rows do not name \['venue', 'symbol', 'timeframe'\]"):
+    with pytest.raises(SchemaError,
+                       match=r"candles\.csv: the file's rows do not name \['venue', 'symbol', 'timeframe'\]"):
         FilesSource(tmp_path).load("candles", *ALL)
 
 
@@ -294,7 +297,8 @@ def test_quotes_parquet_in_sofia_columns_refuses_two_books_in_one_millisecond(tm
     # the same quotes one per millisecond (the last of each) load, the file's UTC zone stored as naive UTC
     quotes = pl.read_parquet(holdout / "nautilus/binance__btcusdt-quotes.parquet")
     (tmp_path / "binance_BTC_USDT_quotes.parquet").unlink()
-    quotes.unique("timestamp", keep="last", maintain_order=True).write_parquet(tmp_path / "binance_BTC_USDT_quotes.parquet")
+    quotes.unique("timestamp", keep="last", maintain_order=True).write_parquet(
+        tmp_path / "binance_BTC_USDT_quotes.parquet")
     books = FilesSource(tmp_path).load("books", *ALL)
     assert books.height == 428
     assert books["ts"][0] == datetime(2021, 1, 8, 0, 0, 1, 76000)

@@ -8,7 +8,7 @@ Strings are ISO 8601 with or without a zone (no zone means UTC), or epoch digits
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -33,7 +33,6 @@ class TimeParser:
 
     origin: str
     unit: str | None = None
-    _rows: int = field(default=0)
 
     def parse(self, values: pl.Series, field_name: str, row_offset: int) -> pl.Series:
         """`values` -> Datetime("ms"); `row_offset` is the 1-based file row of values[0]."""
