@@ -329,3 +329,14 @@ def test_an_ohlcv_file_must_be_named_by_its_timeframe(tmp_path):
     path = _candle_csv(tmp_path, "timestamp,open,high,low,close,volume\n" + GOOD, "minute.csv")
     with pytest.raises(SchemaError, match=f"{path}: a file under ohlcv/ must be"):
         FilesSource(tmp_path).provides()
+
+
+def test_binance_funding_response_keeps_the_mark_price_where_it_has_one(tmp_path, holdout):
+    # newer /fapi/v1/fundingRate answers add markPrice (empty for old events): the real payload with one added
+    rows = json.loads((holdout / "nautilus/binance__resources__http_responses__http_futures_market_funding_rate.json")
+                      .read_text())
+    rows[0]["markPrice"], rows[1]["markPrice"] = "", "8234.56000000"
+    (tmp_path / "binance_funding.json").write_text(json.dumps(rows))
+    df = FilesSource(tmp_path).load("funding", *ALL)
+    assert df.select("ts", "funding_rate", "mark_price").rows() == [
+        (datetime(2019, 10, 9, 8), -0.0375, None), (datetime(2019, 10, 9, 16), 0.0001, 8234.56)]

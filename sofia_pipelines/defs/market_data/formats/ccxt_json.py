@@ -45,16 +45,20 @@ def _starts(head: bytes, *tokens: bytes) -> bool:
 
 
 def _records(path: Path, rows: list[dict], fields: dict[str, str], table: str, hints: FileHints,
-             time_field: str, sort: bool = False) -> Iterator[tuple[str, pl.DataFrame]]:
-    """List of dicts -> frames of `table`; `fields` maps the payload's keys to the table's columns."""
+             time_field: str, sort: bool = False, optional: dict[str, str] | None = None
+             ) -> Iterator[tuple[str, pl.DataFrame]]:
+    """List of dicts -> frames of `table`; `fields` maps the payload's keys to the table's columns, `optional`
+    the keys some entries have (an absent or empty one is null)."""
     origin = str(path)
     for i, r in enumerate(rows):
         missing = [k for k in fields if not isinstance(r, dict) or k not in r]
         if missing:
             raise SchemaError(origin, f"entry has no {missing}; expected keys {list(fields)}", row=i + 1,
                               field=missing[0])
-    df = pl.DataFrame([{col: (None if r[k] is None else str(r[k])) for k, col in fields.items()} for r in rows],
-                      schema={c: pl.Utf8 for c in fields.values()})
+    optional = optional or {}
+    df = pl.DataFrame([{**{col: (None if r[k] is None else str(r[k])) for k, col in fields.items()},
+                        **{col: (str(r[k]) if r.get(k) not in (None, "") else None) for k, col in optional.items()}}
+                       for r in rows], schema={c: pl.Utf8 for c in (*fields.values(), *optional.values())})
     df = df.with_columns(TimeParser(origin).parse(df["ts"], time_field, 1))
     if sort and df.height > 1 and df["ts"][0] > df["ts"][-1]:
         df = df.reverse()
@@ -124,9 +128,10 @@ class CcxtResponseTests:
 class VenueFundingHistory:
     """A venue's own funding-history REST response; the venue is told by the payload's shape."""
 
-    def __init__(self, venue: str, name: str, probe, rows, fields: dict[str, str], symbol_field: str):
+    def __init__(self, venue: str, name: str, probe, rows, fields: dict[str, str], symbol_field: str,
+                 optional: dict[str, str] | None = None):
         self.venue, self.name, self._probe, self._rows = venue, name, probe, rows
-        self._fields, self._symbol_field = fields, symbol_field
+        self._fields, self._symbol_field, self._optional = fields, symbol_field, optional
 
     def matches(self, path: Path, head: bytes) -> bool:
         return self._probe(re.sub(rb"\s+", b"", head))
@@ -142,7 +147,7 @@ class VenueFundingHistory:
         rows = [{**r, "_symbol": symbols[r[self._symbol_field]]} for r in rows]
         hints = FileHints(self.venue, market="perp")
         yield from _records(path, rows, {"_symbol": "symbol", **self._fields}, "funding", hints,
-                            next(k for k, v in self._fields.items() if v == "ts"), sort=True)
+                            next(k for k, v in self._fields.items() if v == "ts"), sort=True, optional=self._optional)
 
     def _unified(self, raw: str, origin: str) -> str:
         if self.venue == "hyperliquid":  # perps are margined and settled in USDC: ccxt's BTC/USDC:USDC
@@ -167,7 +172,8 @@ FORMATS = [
                         _bybit_rows, {"fundingRateTimestamp": "ts", "fundingRate": "funding_rate"}, "symbol"),
     VenueFundingHistory("binance", "binance USDⓈ-M funding-rate response: [{symbol, fundingRate, fundingTime}]",
                         lambda h: h.startswith(b'[{"symbol"') and b'"fundingTime"' in h and b'"info"' not in h,
-                        lambda d: d, {"fundingTime": "ts", "fundingRate": "funding_rate"}, "symbol"),
+                        lambda d: d, {"fundingTime": "ts", "fundingRate": "funding_rate"}, "symbol",
+                        optional={"markPrice": "mark_price"}),
     VenueFundingHistory("hyperliquid", "hyperliquid fundingHistory response: [{coin, fundingRate, premium, time}]",
                         lambda h: h.startswith(b'[{"coin"') and b'"fundingRate"' in h and b'"time"' in h,
                         lambda d: d, {"time": "ts", "fundingRate": "funding_rate"}, "coin"),
