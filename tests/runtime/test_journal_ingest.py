@@ -104,3 +104,60 @@ def test_sensor_ingests_a_journal_and_reconciliation_is_complete_then_names_a_do
     assert breaks[(changed["trade"]["id"], "mismatched")].startswith("price: journal")
     assert (removed, "missing_at_venue") in breaks
     assert changed["trade"]["id"] in check.description or removed in check.description
+
+
+def _ingest(resources, day: str):
+    from sofia_pipelines.defs.audit.assets import audit_events, journal_chain_intact
+
+    return dg.materialize([audit_events, journal_chain_intact], partition_key=day, resources=resources,
+                          raise_on_error=False)
+
+
+def _failure(result) -> str:
+    event = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return event.event_specific_data.error.message
+
+
+def _events(traded: RuntimeData) -> int:
+    with duckdb.connect(str(traded.dir / "warehouse.duckdb"), read_only=True) as conn:
+        return conn.execute("SELECT count(*) FROM audit.events").fetchall()[0][0]
+
+
+def test_ingestion_verifies_first_and_remembers_the_head_it_ingested(traded: RuntimeData):
+    """A tampered journal is refused before anything is written (the rows ingested before stay); a journal cut
+    back at a record boundary after it was ingested, with its checkpoint removed too, is still found through the
+    head Dagster remembers; a torn tail left by a runtime that is not running is reported with its position."""
+    resources = _resources()
+    (path,) = (traded.dir / "audit" / "mm_lite-paper").glob("*.jsonl")
+    day = path.stem
+    first = _ingest(resources, day)
+    assert first.success, _failure(first)
+    assert all(c.passed for c in first.get_asset_check_evaluations())
+    ingested = _events(traded)
+    original = path.read_bytes()
+
+    # a changed byte: the partition is refused, the stored rows kept
+    lines = original.splitlines(keepends=True)
+    lines[4] = lines[4].replace(b'"kind":"', b'"kind":"x', 1)
+    path.write_bytes(b"".join(lines))
+    refused = _ingest(resources, day)
+    assert not refused.success
+    assert f"journal refused, nothing ingested for {day}: {path}:5" in _failure(refused)
+    assert _events(traded) == ingested
+
+    # the last records cut off and the checkpoint deleted: the chain that is left is intact, the head is not
+    path.write_bytes(b"".join(original.splitlines(keepends=True)[:-3]))
+    (path.parent / "checkpoint.json").unlink()
+    cut = _ingest(resources, day)
+    assert not cut.success and _events(traded) == ingested
+    assert "records were cut from the end" in _failure(cut)
+
+    # restored, plus a torn last line from a runtime that died mid-write (its lock is free)
+    path.write_bytes(original + b'{"hash":"ab')
+    torn = _ingest(resources, day)
+    # the complete records are sound and ingested; the blocking check fails the run, naming the torn line
+    assert torn.asset_materializations_for_node("audit_events") and _events(traded) == ingested
+    (check,) = torn.get_asset_check_evaluations()
+    torn_line = len(original.splitlines()) + 1
+    assert not check.passed and f"{path}:{torn_line}: torn last line" in check.description
+    assert "is not running" in check.description

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from sofia_runtime.journal import canonical, read_records
+from sofia_runtime.journal import canonical, read_records, verify
 from sofia_runtime.reconcile import JournalView, VenueRecord, journal_views, reconcile
-from sofia_runtime.schemas import AUDIT_EVENTS, BALANCES, FILLS, NET_PNL_DAYS, NET_PNL_QUARTERS, RECONCILIATION
+from sofia_runtime.schemas import (AUDIT_EVENTS, BALANCES, FILLS, NET_PNL_DAYS, NET_PNL_QUARTERS, RECONCILIATION,
+                                   TableSchema)
 from sofia_runtime.tax import Fill, TaxRule, net_pnl
 
 
@@ -144,3 +145,73 @@ def net_pnl_frames(fills: pl.DataFrame, rules: list[TaxRule], usd_try: Callable[
     days = pl.DataFrame(report.days, schema_overrides={"day": pl.Date}) if report.days else NET_PNL_DAYS.empty()
     quarters = pl.DataFrame(report.quarters) if report.quarters else NET_PNL_QUARTERS.empty()
     return (NET_PNL_DAYS.conform(days, "net_pnl days"), NET_PNL_QUARTERS.conform(quarters, "net_pnl quarters"))
+
+
+# --- what ingestion trusts: the chain verified, the heads it ingested remembered ---------------------------------
+
+INGESTED_HEADS = TableSchema(
+    "ingested_heads", {"runtime_id": pl.Utf8, "seq": pl.Int64, "hash": pl.Utf8, "ingested_at": pl.Datetime("ms")},
+    ("runtime_id",), description="per runtime, the last journal record ingested: a journal that later ends "
+                                 "before it, or holds another record at its seq, lost or changed records")
+
+
+def runtime_files(audit_dir: Path) -> dict[str, list[Path]]:
+    """Every runtime's journal files, in day order."""
+    out: dict[str, list[Path]] = {}
+    for path in all_journal_files(audit_dir):
+        out.setdefault(path.parent.name, []).append(path)
+    return out
+
+
+def journal_problems(audit_dir: Path, heads: pl.DataFrame, running: Callable[[str], bool],
+                     runtimes: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """What makes the runtimes' journals untrustworthy, as (kind, message naming file and line): "broken" for a
+    broken chain, a cut tail (the runtime's checkpoint, or a head ingested before, lies past the files' end) or a
+    record changed since it was ingested; "torn" for a torn last line left by a runtime that is not running
+    (`running(runtime_id)` false), whose complete records before it are still sound."""
+    files_by_runtime = runtime_files(audit_dir)
+    remembered = {r["runtime_id"]: r for r in heads.iter_rows(named=True)}
+    problems = []
+    for rid in sorted(set(runtimes) if runtimes is not None else set(files_by_runtime) | set(remembered)):
+        files = files_by_runtime.get(rid, [])
+        head = remembered.get(rid)
+        if not files:
+            if head:
+                problems.append(("broken", f"{audit_dir / rid}: no journal files, but records up to seq "
+                                           f"{head['seq']} were ingested on {head['ingested_at']}: the journal was "
+                                           "removed"))
+            continue
+        problem = verify(files, in_progress=True)
+        if problem:
+            problems.append(("broken", str(problem)))
+            continue
+        tail = files[-1].read_bytes()
+        if tail and not tail.endswith(b"\n") and not running(rid):
+            line, torn = tail.count(b"\n") + 1, len(tail) - tail.rfind(b"\n") - 1
+            problems.append(("torn", f"{files[-1]}:{line}: torn last line ({torn} bytes without newline) and runtime "
+                                     f"{rid} is not running: its last record was never completed (the runtime "
+                                     "moves it aside when it restarts)"))
+        if head:
+            at = {rec["seq"]: (path, line, rec["hash"]) for path, line, rec in read_records(files, in_progress=True)
+                  if rec["seq"] == head["seq"]}
+            if head["seq"] not in at:
+                problems.append(("broken", f"{files[-1]}: the journal of {rid} ends before seq {head['seq']}, which "
+                                           f"was ingested on {head['ingested_at']}: records were cut from the end"))
+            elif at[head["seq"]][2] != head["hash"]:
+                path, line, _ = at[head["seq"]]
+                problems.append(("broken", f"{path}:{line} (seq {head['seq']}): not the record ingested on "
+                                           f"{head['ingested_at']} (hash {head['hash'][:12]}…): the journal was "
+                                           "rewritten"))
+    return problems
+
+
+def heads_frame(audit_dir: Path, now: datetime) -> pl.DataFrame:
+    """The last complete record of every runtime's journal, as INGESTED_HEADS rows."""
+    rows = []
+    for rid, files in runtime_files(audit_dir).items():
+        last = None
+        for _, _, rec in read_records(files, in_progress=True):
+            last = rec
+        if last is not None:
+            rows.append({"runtime_id": rid, "seq": last["seq"], "hash": last["hash"], "ingested_at": now})
+    return INGESTED_HEADS.conform(pl.DataFrame(rows, schema=INGESTED_HEADS.polars_schema), "journal heads")
