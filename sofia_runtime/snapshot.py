@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sofia_runtime.schemas import REPLAY_TABLES, SERVING_TABLES
 from sofia_runtime.tradable import Readiness, snapshot_readiness
@@ -32,6 +33,57 @@ ON_DISK = ("replay_books", "replay_trades")  # read when asked for, not held by 
 
 class SnapshotError(RuntimeError):
     """A snapshot that must not be traded on; the message says which table and what is wrong."""
+
+
+CLOCK_TOLERANCE = timedelta(minutes=5)  # a manifest created later than now + this was not made by this clock
+
+
+class TableEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    columns: list[str]
+
+
+class Manifest(BaseModel):
+    """manifest.json as the pipelines write it."""
+    model_config = ConfigDict(extra="forbid")
+    snapshot_id: str = Field(min_length=1, pattern=r"^[^/\\]+$")
+    created_at: AwareDatetime
+    partition: str = Field(min_length=1)
+    tables: dict[str, TableEntry]
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value):
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time with its zone, as text")
+        return value
+
+
+def read_manifest(path: Path, now: datetime | None = None) -> dict:
+    """The snapshot folder's manifest, validated: every field present with its type, a time zone on created_at
+    and no creation time in the future, the id naming its folder. Raises SnapshotError ("snapshot refused: …")."""
+    manifest_path = path / "manifest.json"
+    try:
+        raw = json.loads(manifest_path.read_bytes())
+    except RecursionError:
+        raise SnapshotError(f"snapshot refused: {manifest_path}: JSON nested too deeply") from None
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"snapshot refused: {manifest_path}: unreadable manifest: {exc}") from exc
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        raise SnapshotError(f"snapshot refused: {manifest_path}: {problems}") from None
+    now = now or datetime.now(timezone.utc)
+    if manifest.created_at > now + CLOCK_TOLERANCE:
+        raise SnapshotError(f"snapshot refused: {manifest_path}: created_at {manifest.created_at.isoformat()} is in "
+                            f"the future (now {now.isoformat(timespec='seconds')})")
+    if manifest.snapshot_id != path.name:
+        raise SnapshotError(f"snapshot refused: {manifest_path}: snapshot_id {manifest.snapshot_id!r} is not its "
+                            f"folder's name {path.name!r}")
+    return raw
 
 
 def _sha256(path: Path) -> str:
@@ -164,11 +216,7 @@ def current_id(serving_dir: Path) -> str:
 
 
 def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | None = None) -> Snapshot:
-    manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SnapshotError(f"{manifest_path}: unreadable manifest: {exc}") from exc
+    manifest = read_manifest(path, now)
     if max_age is not None:
         age = (now or datetime.now(timezone.utc)) - datetime.fromisoformat(manifest["created_at"])
         if age > max_age:

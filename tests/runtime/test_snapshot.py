@@ -127,3 +127,31 @@ def test_watcher_refuses_a_current_with_nothing_to_trade(tmp_path):
     switch_current(tmp_path, write_snapshot_folder(tables, "2026-10-31", tmp_path))  # as if published by hand
     assert watcher.poll().snapshot_id == good
     assert "risk_limits is empty" in watcher.last_error
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: {**m, "created_at": "2099-01-01T00:00:00+00:00"}, "is in the future"),
+    (lambda m: {**m, "created_at": "2026-11-20T00:00:00"}, "created_at: Input should have timezone info"),
+    (lambda m: {k: v for k, v in m.items() if k != "created_at"}, "created_at: Field required"),
+    (lambda m: [], "manifest: Input should be a valid dictionary"),
+    (lambda m: {**m, "tables": {**m["tables"], "fee_table": {**m["tables"]["fee_table"], "rows": -1}}},
+     "tables.fee_table.rows: Input should be greater than or equal to 0"),
+    (lambda m: {**m, "snapshot_id": "another"}, "is not its folder's name"),
+    (lambda m: {**m, "created_at": 5}, "created_at"),
+])
+def test_a_manifest_that_does_not_fit_its_schema_is_refused_with_a_reason(tmp_path, change, message):
+    sid = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    path = tmp_path / sid / "manifest.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    with pytest.raises(SnapshotError, match="snapshot refused") as err:
+        load_current(tmp_path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    watcher = SnapshotWatcher(tmp_path)
+    assert watcher.poll() is None and message in watcher.last_error
+
+
+def test_a_manifest_nested_too_deeply_is_refused(tmp_path):
+    sid = write_snapshot(_tables(), "2026-10-31", tmp_path)
+    (tmp_path / sid / "manifest.json").write_text("[" * 200_000)
+    with pytest.raises(SnapshotError, match="nested too deeply"):
+        load_current(tmp_path)
