@@ -340,3 +340,19 @@ def test_binance_funding_response_keeps_the_mark_price_where_it_has_one(tmp_path
     df = FilesSource(tmp_path).load("funding", *ALL)
     assert df.select("ts", "funding_rate", "mark_price").rows() == [
         (datetime(2019, 10, 9, 8), -0.0375, None), (datetime(2019, 10, 9, 16), 0.0001, 8234.56)]
+
+
+def test_gzip_csv_and_a_ragged_csv_row(tmp_path, holdout):
+    bars = pl.read_parquet(holdout / "freqtrade/spot/binance_XRP_ETH_5m.parquet")
+    folder = tmp_path / "ohlcv" / "binance" / "XRP_ETH"
+    folder.mkdir(parents=True)
+    (folder / "5m.csv.gz").write_bytes(gzip.compress(bars.write_csv().encode()))
+    df = FilesSource(tmp_path).load("candles", *ALL)
+    assert _span(df) == (712, datetime(2019, 10, 11), datetime(2019, 10, 13, 11, 15))
+    (folder / "5m.csv.gz").write_bytes(gzip.compress(bars.write_csv().encode())[:200])
+    with pytest.raises(SchemaError, match=f"{folder / '5m.csv.gz'}: unreadable gzip file"):
+        FilesSource(tmp_path).provides()
+    (folder / "5m.csv.gz").unlink()
+    path = _candle_csv(tmp_path, "timestamp,open,high,low,close,volume\n" + GOOD + "1570752120000,1,2,0.5\n")
+    with pytest.raises(SchemaError, match=f"{path}, row 3: not a CSV row of 6 fields"):
+        FilesSource(tmp_path).load("candles", *ALL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,11 @@ def read_head(path: Path) -> bytes:
     with open(path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
     if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            return fh.read(HEAD_BYTES)
+        try:
+            with gzip.open(path, "rb") as fh:
+                return fh.read(HEAD_BYTES)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SchemaError(str(path), f"unreadable gzip file: {exc}") from exc
     return head
 
 

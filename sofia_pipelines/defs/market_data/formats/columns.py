@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sofia_pipelines.defs.market_data.formats import BATCH_ROWS, FileHints, fill_from_hints
+from sofia_pipelines.defs.market_data.formats.csv_stream import ROW, csv_batches
 from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
-from sofia_runtime.schemas import SchemaError
 
 TIME_COLUMNS = ("ts", "timestamp", "date", "time", "datetime")
 # the columns that say which raw table a file is, most specific first
@@ -121,8 +121,8 @@ class FeatherColumns(_Columns):
 class CsvColumns(_Columns):
     name = "CSV with a header naming the columns (timestamp|date, open … volume; funding_rate; Sofia raw tables)"
 
-    def _magic(self, head: bytes) -> bool:
-        return b"\0" not in head and head[:2] != b"\x1f\x8b" and not head.lstrip()[:1] in (b"[", b"{")
+    def _magic(self, head: bytes) -> bool:  # `head` of a gzip file is its content: .csv.gz reads too
+        return b"\0" not in head and head.lstrip()[:1] not in (b"[", b"{")
 
     def columns(self, path: Path, head: bytes) -> list[str]:
         first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
@@ -130,11 +130,9 @@ class CsvColumns(_Columns):
 
     def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         # all text: cells that are not numbers are reported by the schema, naming row and field
-        try:
-            scan = pl.scan_csv(path, infer_schema=False)
-            yield from (scan.select(columns) if columns else scan).collect_batches(chunk_size=BATCH_ROWS)
-        except pl.exceptions.ComputeError as exc:
-            raise SchemaError(str(path), f"unreadable CSV: {exc}") from exc
+        header = self.columns(path, read_head_cached(path))
+        for frame in csv_batches(path, header, has_header=True, include=columns):
+            yield frame.drop(ROW)
 
 
 def read_head_cached(path: Path) -> bytes:
