@@ -356,3 +356,14 @@ def test_gzip_csv_and_a_ragged_csv_row(tmp_path, holdout):
     path = _candle_csv(tmp_path, "timestamp,open,high,low,close,volume\n" + GOOD + "1570752120000,1,2,0.5\n")
     with pytest.raises(SchemaError, match=f"{path}, row 3: not a CSV row of 6 fields"):
         FilesSource(tmp_path).load("candles", *ALL)
+
+
+def test_freqtrade_trades_json_list_in_its_own_layout(tmp_path, holdout):
+    trades = pl.read_parquet(holdout / "freqtrade/trades/binance_XRP_ETH_trades.parquet")
+    folder = tmp_path / "binance"
+    folder.mkdir()
+    rows = [[t, i, None, s, p, a, c] for t, i, s, p, a, c in trades.rows()]
+    (folder / "XRP_ETH-trades.json.gz").write_bytes(gzip.compress(json.dumps(rows).encode()))
+    df = FilesSource(tmp_path).load("trades", *ALL)
+    assert df.height == 12477 and df.select("venue", "symbol").unique().rows() == [("binance", "XRP/ETH")]
+    assert df["trade_id"].to_list() == trades["id"].to_list()

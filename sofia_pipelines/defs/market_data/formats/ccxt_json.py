@@ -3,6 +3,7 @@
     [[1570752000000, 0.000313, 0.000314, 0.000312, 0.000313, 812.0], …]        ccxt fetch_ohlcv (freqtrade's .json)
     [{"symbol": "BTC/USDT:USDT", "fundingRate": 0.0001, "timestamp": …}, …]   ccxt fetch_funding_rate_history
     [{"id": "…", "timestamp": …, "side": "buy", "price": …, "amount": …}, …]  ccxt fetch_trades (.json.gz too)
+    [[1570752011620, "13519807", null, "sell", 0.001413, 23.0, 0.0325], …]  freqtrade's <PAIR>-trades.json.gz
     {"exchange": "binance", "methods": {"fetchOHLCV": [{input, parsedResponse}]}}  ccxt's static response tests
     {"code": "0", "data": [{"instId": "BTC-USDT-SWAP", "fundingRate", "fundingTime"}]}   okx funding-rate-history
     {"retCode": 0, "result": {"category": "linear", "list": [{symbol, fundingRate, fundingRateTimestamp}]}}  bybit
@@ -81,6 +82,25 @@ class CcxtOhlcv:
                               row=bad + 1)
         yield from _records(path, [dict(zip(("timestamp", *OHLCV), r)) for r in rows],
                             {"timestamp": "ts", **{c: c for c in OHLCV}}, "candles", hints, "timestamp")
+
+
+class FreqtradeTrades:
+    """freqtrade's trades JSON: lists with no names in them, so the file name (`…-trades.json[.gz]`) says it."""
+
+    name = "freqtrade trades JSON: [[timestamp, id, type, side, price, amount, cost], …] named *trades*.json[.gz]"
+    COLUMNS = ("timestamp", "id", "type", "side", "price", "amount", "cost")
+
+    def matches(self, path: Path, head: bytes) -> bool:
+        return _starts(head, b"[[", b"[]") and "trades" in path.name
+
+    def read(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.DataFrame]]:
+        rows, origin = _load(path), str(path)
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, list) or len(r) != len(self.COLUMNS)), None)
+        if bad is not None:
+            raise SchemaError(origin, f"freqtrade trades JSON must be a list of {list(self.COLUMNS)}", row=bad + 1)
+        yield from _records(path, [dict(zip(self.COLUMNS, r)) for r in rows],
+                            {"timestamp": "ts", "id": "trade_id", "side": "side", "price": "price",
+                             "amount": "amount"}, "trades", hints, "timestamp")
 
 
 class CcxtFundingHistory:
@@ -162,7 +182,7 @@ def _bybit_rows(doc):
 
 
 FORMATS = [
-    CcxtResponseTests(), CcxtFundingHistory(), CcxtTrades(), CcxtOhlcv(),
+    CcxtResponseTests(), CcxtFundingHistory(), CcxtTrades(), FreqtradeTrades(), CcxtOhlcv(),
     VenueFundingHistory("okx", "okx funding-rate-history response: {code, data: [{instId, fundingRate, fundingTime}]}",
                         lambda h: h.startswith(b'{"code"') and b'"instId"' in h and b'"fundingTime"' in h,
                         lambda d: d["data"], {"fundingTime": "ts", "fundingRate": "funding_rate"}, "instId"),
