@@ -61,6 +61,7 @@ def cmd_run(args) -> int:
     from pydantic import ValidationError
 
     from sofia_runtime.config import load_config
+    from sofia_runtime.auth import CONTROL_TOKEN_ENV, control_token
     from sofia_runtime.runner import RefusedToStart, run_runtime
 
     overrides = {"strategy": args.strategy, "mode": args.mode, "venue": args.venue, "duration_s": args.duration,
@@ -71,6 +72,9 @@ def cmd_run(args) -> int:
         if cfg.mode == "live" and args.mode != "live":  # live is asked for explicitly, never inherited
             raise RefusedToStart("live trading refused: --mode live is not on the command line (mode: live in the "
                                  "configuration file or SOFIA_RUNTIME_MODE is not enough)")
+        if cfg.slot and control_token() is None:
+            raise RefusedToStart(f"a blue-green slot takes its handover over HTTP: set {CONTROL_TOKEN_ENV} (the "
+                                 "bearer token deploy sends) before starting slot " + cfg.slot)
         if cfg.mode == "live" and checkpoint.journal_key() is None:
             raise RefusedToStart(f"live trading refused: {checkpoint.KEY_ENV} is not set; live journals are anchored "
                                  "by checkpoints signed with it (see README, The audit journal)")

@@ -85,6 +85,8 @@ class RuntimeConfig(BaseSettings):
     venue: str | None = Field(None, description="live: the ccxt exchange id; paper: restrict to one venue")
     runtime_id: str | None = Field(None, description="journal and lock name; default <strategy>-<mode>")
     port: int = Field(8000, ge=0, le=65535)
+    bind: str = Field("127.0.0.1", min_length=1, description="address of the HTTP surface; loopback unless you mean "
+                                                             "it (pause/resume/handover need the control token)")
     source: Literal["replay", "simulator"] = Field(
         "replay", description="paper market data: the snapshot's day replayed at `speed`, or the embedded simulator's "
                               "market for today followed in real time")

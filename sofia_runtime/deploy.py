@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sofia_runtime import paths
+from sofia_runtime.auth import bearer_header
 from sofia_runtime.journal import journal_files, read_records
 from sofia_runtime.lease import read_lease
 
@@ -60,7 +61,8 @@ def run_info(deployment: str, slot: str) -> dict | None:
 
 
 def _http(port: int, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    headers = bearer_header() if method != "GET" else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")

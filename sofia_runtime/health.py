@@ -1,5 +1,7 @@
 """The runtime's HTTP surface: /api/health (200 or 503 with reasons), /api/dev/status (JSON) and
-/metrics (Prometheus). Nothing here can reach an API key: the status is built from the engine's state."""
+/metrics (Prometheus), open to read; POST /api/dev/handover changes state and needs
+`Authorization: Bearer <SOFIA_CONTROL_TOKEN>`. Nothing here can reach an API key: the status is built from the
+engine's state."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sofia_runtime.auth import CONTROL_TOKEN_ENV, authorized, control_token
 
 
 def health_reasons(engine, snapshot_max_age: timedelta, started: bool) -> list[str]:
@@ -36,6 +40,9 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
         return web.json_response(engine.status())
 
     async def handover(request: web.Request) -> web.Response:
+        refused = _unauthorized(request)
+        if refused:
+            return refused
         to = request.query.get("to", "")
         if engine.role != "active":
             return web.json_response({"error": f"this runtime is {engine.role or 'not a slot'}, not active"}, status=409)
@@ -52,20 +59,33 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
     return app
 
 
+def _unauthorized(request: web.Request) -> web.Response | None:
+    """None when the request carries this runtime's control token, else the refusal (401, or 403 when the
+    runtime has no token and so takes no state change over HTTP)."""
+    token = control_token()
+    if token is None:
+        return web.json_response({"error": f"state-changing endpoints are off: the runtime has no {CONTROL_TOKEN_ENV}"},
+                                 status=403)
+    if not authorized(request.headers.get("Authorization", ""), token):
+        return web.json_response({"error": "a bearer token is required (Authorization: Bearer …)"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
 class PortInUse(ValueError):
     """The port asked for cannot be bound: says which, why, and what to pass instead."""
 
 
-async def start_server(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
-    """Serve on 127.0.0.1:`port` (0 = any free port); returns the runner and the port bound."""
+async def start_server(app: web.Application, port: int, host: str = "127.0.0.1") -> tuple[web.AppRunner, int]:
+    """Serve on `host`:`port` (0 = any free port); returns the runner and the port bound."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise PortInUse(f"cannot serve health and status on 127.0.0.1:{port}: {exc.strerror or exc} "
+        raise PortInUse(f"cannot serve health and status on {host}:{port}: {exc.strerror or exc} "
                         "(another process has it?): pass --port 0 for any free port, or another --port") from exc
     bound = site._server.sockets[0].getsockname()[1]
     return runner, bound

@@ -188,7 +188,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
     lease = TradingLease(paths.control_dir(), cfg.resolved_deployment, cfg.slot, runtime_id) if cfg.slot else None
     started = False
     app = make_app(engine, max_age, lambda: started)
-    server, port = await start_server(app, cfg.port)
+    server, port = await start_server(app, cfg.port, cfg.bind)
     try:
         journal.append_durable("start", decimals({
             "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,

@@ -33,6 +33,7 @@ from sofia_runtime.snapshot import write_snapshot
 # by the benchmarks (bench/), never asserted here.
 HANG_S = 60.0
 JOURNAL_KEY = "test-journal-key-5e0c"  # signs the runtimes' checkpoints (live trading requires one)
+CONTROL_TOKEN = "test-control-token-91ad"  # the bearer token of state-changing endpoints (slots require one)
 
 VENUES = ("binance", "okx")
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
@@ -162,7 +163,7 @@ class RuntimeData:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SOFIA_RUNTIME_", "SOFIA_BINANCE_", "SOFIA_OKX_"))}
         return {**env, "SOFIA_DATA_DIR": str(self.dir), "PYTHONUNBUFFERED": "1", "SOFIA_JOURNAL_KEY": JOURNAL_KEY,
-                **extra}
+                "SOFIA_CONTROL_TOKEN": CONTROL_TOKEN, **extra}
 
     def cli(self, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         """`python -m sofia_runtime.cli <args>` to completion."""

@@ -50,3 +50,39 @@ def test_stop_never_signals_a_process_that_inherited_a_dead_runtimes_pid(runtime
     assert stopped.returncode == 0 and f"{rid}: stopped" in stopped.stdout, stopped.stdout
     wait_for(lambda: proc.poll() is not None, what="the runtime to exit")
     stop(proc)
+
+
+def _post(port: int, path: str, token: str | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_handover_endpoint_needs_the_bearer_token_and_a_slot_needs_one(runtime_data: RuntimeData):
+    from runtime_support import CONTROL_TOKEN, http_get
+
+    no_token = runtime_data.cli("run", "--strategy", "mm_lite", "--slot", "blue", "--port", "0",
+                                env=runtime_data.env(SOFIA_CONTROL_TOKEN=""))
+    assert no_token.returncode == 2 and "set SOFIA_CONTROL_TOKEN" in no_token.stderr
+
+    rid = "mm_lite-blue"
+    proc = runtime_data.start("--strategy", "mm_lite", "--speed", "60", "--slot", "blue", "--runtime-id", rid)
+    try:
+        port = runtime_data.port(rid, proc)
+        wait_for(lambda: http_get(port, "/api/health")[1].get("role") == "active", what="blue active")
+        assert _post(port, "/api/dev/handover?to=green")[0] == 401
+        assert _post(port, "/api/dev/handover?to=green", "not-the-token")[0] == 401
+        assert http_get(port, "/api/dev/status")[0] == 200  # reading stays open
+        assert not any(r["kind"] == "handover" for r in runtime_data.records(rid))
+        code, body = _post(port, "/api/dev/handover?to=green", CONTROL_TOKEN)
+        assert code == 202 and body["handover_to"] == "green"
+        wait_for(lambda: any(r["kind"] == "handover" for r in runtime_data.records(rid)), what="the handover")
+    finally:
+        stop(proc)
