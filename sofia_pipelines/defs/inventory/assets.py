@@ -58,13 +58,11 @@ def day_assets(conn, start, end) -> pl.DataFrame:
                      .alias("asset")).explode("asset").unique().sort("venue", "asset")
 
 
-def held_with_data(balances: pl.DataFrame, traded: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
-    """The balances of (venue, asset) pairs the day's market data has, and a gap for each pair held without data."""
+def held_with_data(balances: pl.DataFrame, traded: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The balances of (venue, asset) pairs the day's market data has, and those held without any (not targeted:
+    nothing that day trades them there, which is out of scope rather than a missing input)."""
     kept = balances.join(traded, on=["venue", "asset"], how="semi")
-    dropped = balances.join(traded, on=["venue", "asset"], how="anti").sort("venue", "asset")
-    gaps = [(v, a, "held but no market data for it on this venue this day: no target, no transfer")
-            for v, a in dropped.select("venue", "asset").iter_rows()]
-    return kept, gaps
+    return kept, balances.join(traded, on=["venue", "asset"], how="anti").sort("venue", "asset")
 
 
 @dg.asset(key="inventory_targets", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "polars"},
@@ -79,14 +77,16 @@ def inventory_targets_asset(context: dg.AssetExecutionContext, warehouse: DuckDB
     day = start.date()
     with warehouse.get_connection() as conn:
         balances, origin = current_balances(conn, config)
-        held, gaps = held_with_data(balances, day_assets(conn, start, end))
+        held, untargeted = held_with_data(balances, day_assets(conn, start, end))
         targets = inventory_targets(read_day(conn, "analytics", ROUTE_TABLE, day), held,
                                     config["min_share"], config["tolerance"])
         replace_day(conn, "analytics", INVENTORY_TARGETS, targets, day)
-        gap_table = write_gaps(conn, "inventory_targets", day, gaps)
-    return dg.MaterializeResult(metadata={"dagster/row_count": dg.MetadataValue.int(targets.height),
-                                          "balances_from": origin, "preview": preview(targets, 15),
-                                          **gaps_metadata(gap_table)})
+        gap_table = write_gaps(conn, "inventory_targets", day, [] if targets.height else [
+            ("*", "*", "no balance of an asset the day's market data trades on its venue")])
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(targets.height), "balances_from": origin,
+        "preview": preview(targets, 15), "held_without_market_data": preview(untargeted, 30),
+        **gaps_metadata(gap_table)})
 
 
 inventory_targets_inputs_complete = gaps_check("inventory_targets")
