@@ -171,3 +171,26 @@ def test_partition_replace_and_failed_run_keeps_stored_rows(data_dir, files_dir)
 def test_wrong_source_spec_is_refused():
     with pytest.raises(ValueError, match="SOFIA_SOURCE='kraken'"):
         source_from_spec("kraken")
+
+
+def test_real_futures_files_through_the_raw_assets_and_their_checks(data_dir, tmp_path, holdout):
+    from sofia_pipelines.defs.market_data.checks import raw_checks
+
+    market = tmp_path / "futures"
+    market.mkdir()
+    for name in ("1h_futures", "5m_futures", "1h_mark", "8h_funding_rate"):
+        (market / f"binance_XRP_USDT_USDT_{name}.parquet").symlink_to(
+            holdout / f"freqtrade/futures/binance_XRP_USDT_USDT_{name}.parquet")
+    resources = {"warehouse": __import__("sofia_pipelines.resources", fromlist=["x"]).warehouse_resource(),
+                 "market_source": MarketSourceResource(spec=f"files:{market}")}
+    checks = [c for c in raw_checks if next(iter(c.check_keys)).asset_key.path[-1] in ("candles", "funding")]
+    result = dg.materialize([assets.raw_candles, assets.raw_funding, *checks], resources=resources,
+                            partition_key="2021-11-18")
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 2 and all(c.passed for c in checks)
+    assert _rows("SELECT timeframe, count(*) FROM raw.candles GROUP BY ALL ORDER BY 1") == [("1h", 24), ("5m", 288)]
+    assert _rows("SELECT venue, symbol, count(*) FROM raw.funding GROUP BY ALL") == [("binance", "XRP/USDT:USDT", 3)]
+    candles = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "candles"])]
+    assert "binance_XRP_USDT_USDT_1h_mark.parquet`: mark-price candles" in \
+        candles[0].event_specific_data.materialization.metadata["ignored_files"].value
