@@ -48,7 +48,9 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
             "preview": preview(df),
             **not_read,
         }
-        if written:
+        if not written:
+            metadata["note"] = f"source {source.name} has {table}, but no rows on {context.partition_key}"
+        else:
             metadata["time_range"] = f"{df['ts'].min()} … {df['ts'].max()}"
             for col in ("venue", "symbol", "pair", "endpoint"):
                 if col in df.columns:

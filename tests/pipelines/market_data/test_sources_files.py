@@ -146,6 +146,9 @@ def test_partition_replace_and_failed_run_keeps_stored_rows(data_dir, files_dir)
     assert "has no books" in books[0].event_specific_data.materialization.metadata["note"].value
     assert "- `README.md`: documentation or hidden file" in \
         books[0].event_specific_data.materialization.metadata["ignored_files"].value
+    funding = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "funding"])]
+    assert funding[0].event_specific_data.materialization.metadata["note"].value.endswith(
+        "has funding, but no rows on 2019-10-13")
     before = _rows("SELECT CAST(ts AS DATE) AS d, count(*), sum(close) FROM raw.candles GROUP BY d ORDER BY d")
     assert [r[1] for r in before] == [120, 120]
 
