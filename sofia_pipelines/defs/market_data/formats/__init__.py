@@ -6,10 +6,13 @@ A format is an object with
                                      where the format itself carries no column names, from the file name
     read(path, hints) -> Iterator[tuple[str, pl.DataFrame]]
                                      yields (raw table name, frame with that raw table's columns) in bounded
-                                     batches; `check_raw_frame` is applied by the source, not by the format
+                                     batches, covering the file's rows in order (the source numbers rows by
+                                     them); `check_raw_frame` is applied by the source, not by the format
+    times(path, hints) -> Iterator[tuple[str, pl.Series]]   optional: (table, ts) reading the time column only
 Formats whose rows do not name venue, symbol, market or timeframe take them from `hints`, which the source
-works out from the path (see `hints_from_path`). Modules listing formats: this package's own modules and
-`tardis`, `binance`; each exposes `FORMATS: list[Format]`.
+works out from the path (`files.hints_from_path`). The modules listing formats (`_MODULES`: columns,
+ccxt_json, tardis, binance) each expose `FORMATS: list[Format]`; one with `generic = True` (named by column
+names alone) is tried after the others.
 """
 
 from __future__ import annotations
