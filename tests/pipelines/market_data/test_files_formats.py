@@ -367,3 +367,17 @@ def test_freqtrade_trades_json_list_in_its_own_layout(tmp_path, holdout):
     df = FilesSource(tmp_path).load("trades", *ALL)
     assert df.height == 12477 and df.select("venue", "symbol").unique().rows() == [("binance", "XRP/ETH")]
     assert df["trade_id"].to_list() == trades["id"].to_list()
+
+
+def test_epoch_units_convert_exactly():
+    from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
+
+    def parse(values):
+        return TimeParser("t.csv").parse(pl.Series("ts", values), "ts", 1).to_list()
+
+    # the real funding time 17 ms past the boundary, in every unit and as text
+    at = datetime(2021, 11, 18, 0, 0, 0, 17000)
+    assert parse([1637193600.017]) == parse([1637193600017]) == parse([1637193600017000]) == [at]
+    assert parse([1637193600017999999]) == parse(["1637193600017999999"]) == [at]  # ns below the ms dropped exactly
+    with pytest.raises(SchemaError, match=r"t\.csv, row 2, field 'ts': time 1637193600017000 in us while"):
+        parse([1637193600017, 1637193600017000])

@@ -41,12 +41,16 @@ class TimeParser:
             return self._no_nulls(out.dt.cast_time_unit("ms"), values, field_name, row_offset)
         if values.dtype == pl.Date:
             return values.cast(pl.Datetime("ms"))
+        if values.dtype.is_integer():
+            return self._epoch(values.cast(pl.Float64), values, field_name, row_offset, values.cast(pl.Int64))
         if values.dtype.is_numeric():
             return self._epoch(values.cast(pl.Float64), values, field_name, row_offset)
         text = values.cast(pl.Utf8).str.strip_chars()
         digits = text.str.contains(r"^\d+(\.\d+)?$")
         if digits.all():
-            return self._epoch(text.cast(pl.Float64), values, field_name, row_offset)
+            whole = text.str.contains(r"^\d{1,18}$").all()
+            return self._epoch(text.cast(pl.Float64), values, field_name, row_offset,
+                               text.cast(pl.Int64) if whole else None)
         if digits.any():
             row = int(digits.arg_true()[0])
             raise SchemaError(self.origin, f"epoch number {values[row]!r} among ISO dates: one format per column",
@@ -54,7 +58,8 @@ class TimeParser:
         out = pl.DataFrame({"t": text}).select(_iso_utc(pl.col("t"))).to_series().alias(values.name)
         return self._no_nulls(out, values, field_name, row_offset)
 
-    def _epoch(self, numbers: pl.Series, values: pl.Series, field_name: str, row_offset: int) -> pl.Series:
+    def _epoch(self, numbers: pl.Series, values: pl.Series, field_name: str, row_offset: int,
+               integers: pl.Series | None = None) -> pl.Series:
         self._no_nulls(numbers, values, field_name, row_offset)
         if not numbers.len():
             return pl.Series(values.name, [], dtype=pl.Datetime("ms"))
@@ -69,9 +74,13 @@ class TimeParser:
             raise SchemaError(self.origin, f"time {values[row]!r} {why}", row=row + row_offset, field=field_name)
         self.unit = unit
         scale = UNITS[unit]
-        # float seconds (1637193600.017) round to their milliseconds; µs and ns drop what is below a millisecond
-        scaled = numbers * (1000 / scale)
-        ms = (scaled.round(0) if scale <= 1000 else scaled.floor()).cast(pl.Int64)
+        # float seconds (1637193600.017) round to their milliseconds; µs and ns drop what is below a millisecond,
+        # exactly when they are integers (a float holds ns epochs only to ~256 ns)
+        if integers is not None:
+            ms = integers * (1000 // scale) if scale <= 1000 else integers // (scale // 1000)
+        else:
+            scaled = numbers * (1000 / scale)
+            ms = (scaled.round(0) if scale <= 1000 else scaled.floor()).cast(pl.Int64)
         return ms.cast(pl.Datetime("ms")).alias(values.name)
 
     def _no_nulls(self, out: pl.Series, values: pl.Series, field_name: str, row_offset: int) -> pl.Series:
