@@ -156,18 +156,19 @@ def cmd_deploy(args) -> int:
         print(json.dumps(deploy.status(deployment), indent=2))
         return 0
     if args.command == "rollback":
-        current = deploy.active_slot(deployment)
-        if current is None:
-            print(f"sofia-runtime: no active slot of {deployment} to roll back from", file=sys.stderr)
+        try:
+            to = deploy.rollback_target(deployment)
+        except deploy.DeployError as exc:
+            print(f"sofia-runtime: {exc}", file=sys.stderr)
             return 2
-        to = deploy.other(current)
     else:
         if not args.to:
             print("sofia-runtime: deploy needs --to blue|green (or --status)", file=sys.stderr)
             return 2
         to = args.to
     try:
-        handover = deploy.deploy(deployment, to, _slot_run_args(args), health_timeout=args.health_timeout)
+        handover = deploy.deploy(deployment, to, _slot_run_args(args), health_timeout=args.health_timeout,
+                                 confirm_s=args.confirm)
     except deploy.DeployError as exc:
         print(f"sofia-runtime: {exc}", file=sys.stderr)
         return 1
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--venue")
         d.add_argument("--order")
         d.add_argument("--health-timeout", type=float, default=30.0)
+        d.add_argument("--confirm", type=float, default=10.0, help="seconds the new slot must hold the lease and "
+                                                                  "stay healthy before the deploy counts as done; "
+                                                                  "if it fails, the old slot takes the lease back")
         d.set_defaults(func=cmd_deploy)
     status = sub.add_parser("status", help="what each running runtime's /api/dev/status says")
     status.add_argument("--runtime-id")

@@ -60,7 +60,7 @@ def run_info(deployment: str, slot: str) -> dict | None:
     return info
 
 
-def _http(port: int, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, dict]:
+def _http(port: int, path: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, dict]:
     headers = bearer_header() if method != "GET" else {}
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers)
     try:
@@ -118,10 +118,21 @@ def wait_healthy(deployment: str, slot: str, proc: subprocess.Popen, timeout: fl
     raise DeployError(f"{slot} not healthy after {timeout:g} s: {last}")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def deploy(deployment: str, to_slot: str, run_args: list[str], health_timeout: float = 30.0,
-           takeover_timeout: float = 30.0, env: dict | None = None) -> Handover:
-    """Start `to_slot` as standby, wait for its health, hand over from the active slot. Raises DeployError
-    (after stopping the new slot) when the new slot is not healthy: the active slot then trades on."""
+           takeover_timeout: float = 30.0, confirm_s: float = 10.0, env: dict | None = None) -> Handover:
+    """Start `to_slot` as standby, wait for its health, hand over from the active slot, then confirm: the deploy
+    is done only once the new slot has held the lease and stayed alive and healthy for `confirm_s`. Before the
+    handover, a new slot that is not healthy is stopped and the active slot trades on. After it (the old slot has
+    handed over and exited), a new slot that dies, loses the lease or turns unhealthy is stopped and the old slot
+    is started again to take the lease back (automatic rollback). Either way: DeployError saying who trades."""
     if to_slot not in SLOTS:
         raise DeployError(f"slot must be blue or green, not {to_slot!r}")
     current = active_slot(deployment)
@@ -134,31 +145,89 @@ def deploy(deployment: str, to_slot: str, run_args: list[str], health_timeout: f
     try:
         wait_healthy(deployment, to_slot, proc, health_timeout)
     except DeployError as exc:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         raise DeployError(f"deploy of {deployment} to {to_slot} aborted, "
                           f"{current or 'no slot'} still trading: {exc}") from None
     if current:
         info = run_info(deployment, current)
         code, body = _http(info["port"], f"/api/dev/handover?to={to_slot}", method="POST")
         if code != 202:
-            raise DeployError(f"{current} refused the handover: HTTP {code} {body}")
-    deadline = time.monotonic() + takeover_timeout
-    while time.monotonic() < deadline:
-        record = read_lease(lease_path(deployment))
-        if record and record.slot == to_slot and record.released_at is None and \
-                (before is None or record.token > before.token):
-            break
-        if proc.poll() is not None:
-            raise DeployError(f"{to_slot} exited ({proc.returncode}) before taking the lease")
-        time.sleep(0.02)
-    else:
-        raise DeployError(f"{to_slot} did not take the lease within {takeover_timeout:g} s")
+            _stop(proc)
+            raise DeployError(f"deploy of {deployment} to {to_slot} aborted, {current} refused the handover "
+                              f"(HTTP {code} {body}) and still trades")
+    try:
+        record = _wait_takeover(deployment, to_slot, proc, before, takeover_timeout)
+        _confirm(deployment, to_slot, proc, record.token, confirm_s)
+    except DeployError as exc:
+        _stop(proc)
+        if not current:
+            raise DeployError(f"deploy of {deployment} to {to_slot} failed: {exc}; no slot is trading") from None
+        back = _take_back(deployment, current, run_args, health_timeout, env)
+        raise DeployError(f"deploy of {deployment} to {to_slot} failed: {exc}; rolled back automatically: "
+                          f"{back}") from None
     gap = measure(deployment, current, to_slot, wait_s=10.0) if current else (None, False)
     return Handover(deployment, current, to_slot, record.token, gap[0], gap[1])
+
+
+def _wait_takeover(deployment: str, slot: str, proc: subprocess.Popen, before, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = read_lease(lease_path(deployment))
+        if record and record.slot == slot and record.released_at is None and \
+                (before is None or record.token > before.token):
+            return record
+        if proc.poll() is not None:
+            raise DeployError(f"{slot} exited ({proc.returncode}) before taking the lease")
+        time.sleep(0.02)
+    raise DeployError(f"{slot} did not take the lease within {timeout:g} s")
+
+
+def _confirm(deployment: str, slot: str, proc: subprocess.Popen, token: int, confirm_s: float) -> None:
+    """`slot` holds lease `token`, runs and answers healthy throughout `confirm_s` (HTTP errors are retried;
+    a health that stays unanswered or unhealthy for half the period fails it)."""
+    deadline = time.monotonic() + confirm_s
+    last_ok = time.monotonic()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeployError(f"{slot} exited ({proc.returncode}) within {confirm_s:g} s of taking the lease")
+        record = read_lease(lease_path(deployment))
+        if record is None or record.token != token or record.released_at is not None:
+            raise DeployError(f"{slot} no longer holds the lease it took (token {token})")
+        info = run_info(deployment, slot)
+        try:
+            code, body = _http(info["port"], "/api/health", timeout=5.0) if info else (None, {})
+        except OSError:
+            code, body = None, {}
+        if code == 200:
+            last_ok = time.monotonic()
+        elif time.monotonic() - last_ok > max(confirm_s / 2, 1.0):
+            raise DeployError(f"{slot} not healthy while confirming: {'; '.join(body.get('reasons', [])) or code}")
+        time.sleep(0.1)
+
+
+def _take_back(deployment: str, slot: str, run_args: list[str], health_timeout: float, env: dict | None) -> str:
+    """Start `slot` again; it takes the free lease. Says who trades now."""
+    proc = start_slot(deployment, slot, run_args, env)
+    try:
+        wait_healthy(deployment, slot, proc, health_timeout)
+        record = _wait_takeover(deployment, slot, proc, None, health_timeout)
+    except DeployError as exc:
+        _stop(proc)
+        return f"{slot} could not take the lease back ({exc}): NO SLOT IS TRADING"
+    return f"{slot} trading again (fencing token {record.token})"
+
+
+def rollback_target(deployment: str) -> str:
+    """The slot a rollback goes to, from any state the lease can be in: the other one than the active slot; with
+    none active (the holder died, or handed over and its successor died), the other one than the lease's last
+    holder."""
+    current = active_slot(deployment)
+    if current:
+        return other(current)
+    record = read_lease(lease_path(deployment))
+    if record is None:
+        raise DeployError(f"{deployment} was never deployed: nothing to roll back to (use deploy --to blue|green)")
+    return other(record.slot)
 
 
 def _records(deployment: str, slot: str) -> list[dict]:

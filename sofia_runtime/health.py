@@ -5,6 +5,8 @@ engine's state."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
@@ -28,6 +30,10 @@ def health_reasons(engine, snapshot_max_age: timedelta, started: bool) -> list[s
 
 
 def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application:
+    """The app, served by `ServerThread` on a thread of its own: handlers only read the engine's state, and what
+    changes it (a handover) is handed to the trading loop, the loop this is called from."""
+    trading_loop = asyncio.get_running_loop()
+
     async def health(request: web.Request) -> web.Response:
         reasons = health_reasons(engine, snapshot_max_age, is_started())
         body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons,
@@ -37,7 +43,12 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
         return web.json_response(body, status=200 if not reasons else 503)
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(engine.status())
+        for _ in range(20):  # the trading loop may change a dict while it is read: read again
+            try:
+                return web.json_response(engine.status())
+            except RuntimeError:
+                await asyncio.sleep(0.005)
+        return web.json_response({"error": "the state kept changing while it was read; ask again"}, status=503)
 
     async def handover(request: web.Request) -> web.Response:
         refused = _unauthorized(request)
@@ -46,7 +57,7 @@ def make_app(engine, snapshot_max_age: timedelta, is_started) -> web.Application
         to = request.query.get("to", "")
         if engine.role != "active":
             return web.json_response({"error": f"this runtime is {engine.role or 'not a slot'}, not active"}, status=409)
-        engine.request_handover(to)
+        trading_loop.call_soon_threadsafe(engine.request_handover, to)
         return web.json_response({"handover_to": to, "runtime_id": engine.runtime_id}, status=202)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -89,3 +100,44 @@ async def start_server(app: web.Application, port: int, host: str = "127.0.0.1")
                         "(another process has it?): pass --port 0 for any free port, or another --port") from exc
     bound = site._server.sockets[0].getsockname()[1]
     return runner, bound
+
+
+class ServerThread:
+    """The HTTP surface on a thread and event loop of its own, so /api/health answers while the trading loop is
+    busy (a replay at full speed, a burst of orders): a supervisor must not stop a healthy runtime for a slow
+    answer."""
+
+    def __init__(self, app: web.Application, host: str, port: int):
+        self.app, self.host, self.port = app, host, port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Serve; returns the port bound (PortInUse when it cannot)."""
+        ready, failure = threading.Event(), []
+
+        def serve() -> None:
+            loop = self.loop = asyncio.new_event_loop()
+            try:
+                runner, self.port = loop.run_until_complete(start_server(self.app, self.port, self.host))
+            except BaseException as exc:  # handed to the caller of start()
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="http-surface", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self.port
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)

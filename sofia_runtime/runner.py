@@ -26,7 +26,7 @@ from sofia_runtime.config import RuntimeConfig
 from sofia_runtime.engine import Engine
 from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
 from sofia_runtime.fees import FeeSchedule
-from sofia_runtime.health import make_app, start_server
+from sofia_runtime.health import ServerThread, make_app
 from sofia_runtime.journal import Journal, JournalError, decimals
 from sofia_runtime.lease import TradingLease
 from sofia_runtime.marketdata import Books, ReplayFeed
@@ -188,7 +188,8 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
     lease = TradingLease(paths.control_dir(), cfg.resolved_deployment, cfg.slot, runtime_id) if cfg.slot else None
     started = False
     app = make_app(engine, max_age, lambda: started)
-    server, port = await start_server(app, cfg.port, cfg.bind)
+    server = ServerThread(app, cfg.bind, cfg.port)
+    port = server.start()
     try:
         journal.append_durable("start", decimals({
             "pid": os.getpid(), "mode": cfg.mode, "strategy": cfg.strategy, "snapshot_id": snapshot.snapshot_id,
@@ -253,7 +254,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
             start = feed.position_after(engine.last_market_ms) if engine.last_market_ms else 0
             events = paced(feed, books, start, cfg.speed, engine)
             if cfg.chaos is not None and cfg.chaos.stale_venue:
-                from sofia_runtime.chaos import stale_market_data
+                from sofia_runtime.chaos.inject import stale_market_data
 
                 events = stale_market_data(events, cfg.chaos)
             announce(f"runtime {runtime_id}: {cfg.strategy} in {cfg.mode} mode on snapshot {snapshot.snapshot_id}, "
@@ -300,7 +301,7 @@ async def _run_locked(cfg: RuntimeConfig, runtime_id: str, announce) -> int:
                  f"{c['orders']:,} orders, {c['fills']:,} fills; journal {journal.dir}")
         return 0
     finally:
-        await server.cleanup()
+        server.stop()
 
 
 def _tradable_instruments(cfg: RuntimeConfig, snapshot: Snapshot, engine: Engine, strategy,
@@ -342,7 +343,7 @@ def simulated_today() -> dict:
 def _build_venues(cfg: RuntimeConfig, snapshot: Snapshot, books: Books, engine: Engine) -> dict:
     venues = _plain_venues(cfg, snapshot, books, engine)
     if cfg.chaos is not None:
-        from sofia_runtime.chaos import FaultyVenue
+        from sofia_runtime.chaos.inject import FaultyVenue
 
         venues = {name: FaultyVenue(v, cfg.chaos, seed=cfg.chaos.seed + i) for i, (name, v) in enumerate(venues.items())}
     return venues

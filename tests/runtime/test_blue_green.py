@@ -45,7 +45,7 @@ def deployed(runtime_data: RuntimeData):
 
 
 def _deploy(rd: RuntimeData, *args: str):
-    return rd.cli(*args, "--strategy", "mm_lite", "--speed", "60", timeout=90)
+    return rd.cli(*args, "--strategy", "mm_lite", "--speed", "60", "--confirm", "3", timeout=180)
 
 
 def _decisions(rd: RuntimeData, slot: str) -> int:
@@ -124,3 +124,42 @@ def test_a_stale_fencing_token_is_refused_by_the_order_path(deployed: RuntimeDat
                                 and "stale fencing token" in r["payload"]["error"]], what="a refused order")
     after = [r for r in rd.records("mm_lite-blue") if r["seq"] > refused[0]["seq"]]
     assert not [r for r in after if r["kind"] == "order_ack"], "no order may reach the venue with a stale token"
+
+
+def _pid(rd: RuntimeData, slot: str) -> int | None:
+    try:
+        return json.loads((rd.dir / "run" / f"mm_lite-{slot}.json").read_text())["pid"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_new_slot_killed_during_the_handover_is_rolled_back_and_rollback_works_from_any_state(deployed):
+    """kill -9 green as soon as it takes the lease: blue has handed over and exited, so the deploy is not done;
+    it fails, saying so, and blue is started again and takes the lease back. Then blue dies too (nothing
+    trading): rollback still works, from the lease's last holder."""
+    import subprocess
+
+    from runtime_support import CLI
+
+    rd = deployed
+    assert _deploy(rd, "deploy", "--to", "blue").returncode == 0
+    wait_for(lambda: _orders(rd, "blue"), what="blue trading")
+    proc = subprocess.Popen([*CLI, "deploy", "--to", "green", "--strategy", "mm_lite", "--speed", "60",
+                             "--confirm", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=rd.env(), cwd=rd.dir)
+    wait_for(lambda: any(r["kind"] == "lease_acquired" for r in rd.records("mm_lite-green")), what="green's lease")
+    os.kill(_pid(rd, "green"), signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, out + err
+    assert "green exited (-9)" in err and "rolled back automatically: blue trading again" in err, err
+    assert _token(rd) == 3  # blue 1, green 2, blue again 3
+    blue_orders = _orders(rd, "blue")
+    wait_for(lambda: _orders(rd, "blue") > blue_orders, what="blue trading after the rollback")
+
+    os.kill(_pid(rd, "blue"), signal.SIGKILL)  # nothing trades now; the lease still names blue
+    wait_for(lambda: _pid(rd, "blue") is None or not os.path.exists(f"/proc/{_pid(rd, 'blue')}"), what="blue gone")
+    back = _deploy(rd, "rollback")
+    assert back.returncode == 0, back.stderr
+    assert "nobody -> green" in back.stdout and _token(rd) == 4
+    wait_for(lambda: _orders(rd, "green"), what="green trading")

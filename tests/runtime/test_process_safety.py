@@ -86,3 +86,43 @@ def test_the_handover_endpoint_needs_the_bearer_token_and_a_slot_needs_one(runti
         wait_for(lambda: any(r["kind"] == "handover" for r in runtime_data.records(rid)), what="the handover")
     finally:
         stop(proc)
+
+
+def test_health_answers_while_the_trading_loop_is_busy(tmp_path):
+    """The HTTP surface has a thread and loop of its own: with the trading loop blocked (a long burst of work
+    that never yields), /api/health and /api/dev/status still answer."""
+    import asyncio
+    import threading
+    import time
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    from runtime_support import http_get
+    from sofia_runtime.health import ServerThread, make_app
+
+    engine = SimpleNamespace(snapshot_error=None, venue_error=None, role=None, runtime_id="busy-loop",
+                             snapshot=SimpleNamespace(snapshot_id="s1", created_at=datetime.now(timezone.utc)),
+                             status=lambda: {"runtime_id": "busy-loop"})
+    answers, blocked = [], threading.Event()
+
+    async def trading_loop():
+        server = ServerThread(make_app(engine, timedelta(hours=1), lambda: True), "127.0.0.1", 0)
+        port = server.start()
+        try:
+            def ask():
+                blocked.wait()
+                answers.append(http_get(port, "/api/health"))
+                answers.append(http_get(port, "/api/dev/status"))
+            asker = threading.Thread(target=ask)
+            asker.start()
+            blocked.set()
+            end = time.monotonic() + 60
+            while asker.is_alive() and time.monotonic() < end:  # busy, never awaiting: the loop is blocked
+                pass
+            asker.join()
+        finally:
+            server.stop()
+
+    asyncio.run(trading_loop())
+    assert answers[0] == (200, {"status": "ok", "reasons": [], "runtime_id": "busy-loop", "snapshot_id": "s1"})
+    assert answers[1] == (200, {"runtime_id": "busy-loop"})
