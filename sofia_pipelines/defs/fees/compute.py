@@ -10,17 +10,25 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from sofia_pipelines.validation import validated
+from sofia_runtime.config_files import CONFIG_FILES, trading_periods
 from sofia_runtime.schemas import FEE_TABLE, MARKETS, WITHDRAWAL_FEES
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-def load_yaml(name: str) -> dict:
-    path = CONFIG_DIR / name
+def load_yaml(name: str, config_dir: Path | None = None) -> dict:
+    """A configuration file as a dict; a file with a model (fees, tax rules, markets, inventory) validated by it,
+    with the values it parsed (dates as dates, numbers as numbers) and nothing the file does not set."""
+    path = (config_dir or CONFIG_DIR) / name
     try:
-        return yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    model = CONFIG_FILES.get(name)
+    return raw if model is None else validated(model, raw, str(path)).model_dump(exclude_unset=True)
 
 
 def markets_frame(config: Mapping) -> pl.DataFrame:
@@ -49,18 +57,10 @@ def ccxt_static_fees(venue: str) -> tuple[float, float] | None:
 def override_periods(overrides: Mapping) -> dict[tuple[str, str], list[dict]]:
     """The override file's periods per (venue, market), in time order. A period without `valid_to` ends where
     the next one starts; periods that overlap are an error naming them."""
-    periods: dict[tuple[str, str], list[dict]] = {}
-    for o in overrides["trading"]:
-        periods.setdefault((o["venue"], o["market"]), []).append(dict(o))
-    for (venue, market), rows in periods.items():
-        rows.sort(key=lambda o: o["valid_from"])
-        for prev, nxt in zip(rows, rows[1:]):
-            if prev.get("valid_to") is None:
-                prev["valid_to"] = nxt["valid_from"]
-            if prev["valid_to"] > nxt["valid_from"] or prev["valid_from"] == nxt["valid_from"]:
-                raise ValueError(f"config/fees.yaml: trading fees for {venue} {market} overlap: the period from "
-                                 f"{prev['valid_from']} runs to {prev['valid_to']}, the next starts {nxt['valid_from']}")
-    return periods
+    try:
+        return trading_periods(overrides["trading"])
+    except ValueError as exc:
+        raise ValueError(f"config/fees.yaml: {exc}") from None
 
 
 def _override_rows(m: Mapping, periods: list[dict], volume: float) -> list[dict]:

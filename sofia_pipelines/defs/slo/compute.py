@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sofia_pipelines.validation import validated
 from sofia_runtime.schemas import SLO_REPORT, TS
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "slo.yaml"
@@ -34,7 +35,7 @@ SNAPSHOT_KINDS = ("start", "snapshot")
 
 # --- configuration (config/slo.yaml) ----------------------------------------------------------------------
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Budgeting(_Strict):
@@ -113,22 +114,16 @@ class Windows:
 
 
 def parse_slo_config(raw, origin: str) -> SloConfig:
-    try:
-        return SloConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-            problems.append(f"field '{where}': {err['msg']}{got}" if where else f"{err['msg']}{got}")
-        raise ValueError(f"{origin}: " + "; ".join(problems)) from None
+    return validated(SloConfig, raw, origin)
 
 
 def load_slo_config(path: Path = CONFIG_PATH) -> SloConfig:
     try:
         raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
     return parse_slo_config(raw, str(path))
 
 
