@@ -79,6 +79,7 @@ def read_checkpoint(directory: Path, key: bytes | None) -> Checkpoint | None:
         if mac is None:
             raise CheckpointError(f"{path}: unsigned, but {KEY_ENV} is set: a checkpoint written without the key "
                                   "cannot vouch for the journal")
-        if not hmac.compare_digest(mac, _mac(key, runtime_id, seq, head, ts)):
+        # as bytes: compare_digest refuses str with non-ASCII characters, and a changed mac may have any
+        if not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), _mac(key, runtime_id, seq, head, ts).encode()):
             raise CheckpointError(f"{path}: signature does not verify under {KEY_ENV} (changed, or another key)")
     return Checkpoint(runtime_id, seq, head, ts, signed=mac is not None)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from sofia_runtime import paths
@@ -17,7 +18,12 @@ STRATEGIES = ("mm_lite", "funding_farmer", "router")
 _yaml_file: Path | None = None  # set only while load_config builds a RuntimeConfig
 
 
-class GateConfig(BaseModel):
+class _Section(BaseModel):
+    # an infinite threshold or size is never meant (a gate threshold of -inf would pass every order)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class GateConfig(_Section):
     threshold_usd: float = Field(0.0, description="an order passes only when its EV in USD is above this")
     miss_cost_bps: float = Field(0.5, ge=0, description="cost of an order that does not fill, bps of notional")
     adverse_selection_bps: float = Field(1.0, ge=0, description="expected move against a maker fill, bps")
@@ -25,14 +31,14 @@ class GateConfig(BaseModel):
     vol_window: int = Field(60, ge=2, description="book updates in the mid-volatility estimate")
 
 
-class LimitsConfig(BaseModel):
+class LimitsConfig(_Section):
     stale_after_s: float = Field(5.0, gt=0, description="no orders on a book older than this (market time)")
     cancel_stale_after_s: float = Field(60.0, gt=0, description="resting limit orders are cancelled when their book "
                                                                 "is older than this (market time; live: wall time)")
     max_open_orders_total: int = Field(40, ge=1)
 
 
-class MmLiteConfig(BaseModel):
+class MmLiteConfig(_Section):
     quote_usd: float = Field(2000.0, gt=0, description="size of each quote in USD")
     half_spread_ticks: int = Field(1, ge=0, description="quote this many ticks behind the touch")
     skew_bps_per_limit: float = Field(5.0, ge=0, description="quotes move this many bps at the position limit")
@@ -40,7 +46,7 @@ class MmLiteConfig(BaseModel):
     symbols: list[str] = Field(default_factory=list, description="empty = the active spot symbols of the session schedule")
 
 
-class FundingFarmerConfig(BaseModel):
+class FundingFarmerConfig(_Section):
     notional_usd: float = Field(5000.0, gt=0)
     hold_hours: float | None = Field(None, gt=0, description="market hours a pair is held; default: "
                                                              "breakeven_multiple x the opportunity's break-even time")
@@ -49,19 +55,19 @@ class FundingFarmerConfig(BaseModel):
     max_pairs: int = Field(2, ge=1)
 
 
-class RouterConfig(BaseModel):
+class RouterConfig(_Section):
     order: str | None = Field(None, description='parent order, e.g. "buy 0.5 BTC/USDT"')
     max_cost_bps: float = Field(15.0, gt=0, description="what the desk will pay to execute, bps of notional")
     child_usd: float = Field(5000.0, gt=0, description="largest child order in USD")
 
 
-class BreakerConfig(BaseModel):
+class BreakerConfig(_Section):
     """The runtime pauses itself (writes the pause control file) when its venue keeps failing, without waiting
     for the anomaly sensor. Stale market data does not pause: the stale-data limit blocks orders on that book."""
     max_consecutive_venue_errors: int = Field(5, ge=1, description="order/cancel calls failing in a row")
 
 
-class ChaosConfig(BaseModel):
+class ChaosConfig(_Section):
     """Faults injected between the engine and the exchange adapter (`sofia-runtime chaos` sets these)."""
     scenario: str = "custom"
     latency_ms: float = Field(0.0, ge=0)
@@ -76,8 +82,44 @@ class ChaosConfig(BaseModel):
     seed: int = 0
 
 
+class ConfigFileError(ValueError):
+    """A configuration file that is not a YAML mapping of settings; the message names the file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys: a setting given twice is refused instead, not guessed."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"setting {key!r} given twice",
+                                                        key_node.start_mark)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+class _YamlFile(YamlConfigSettingsSource):
+    def _read_file(self, file_path: Path) -> dict:
+        try:
+            data = yaml.load(file_path.read_bytes().decode("utf-8-sig"), Loader=_UniqueKeyLoader)
+        except UnicodeDecodeError as exc:
+            raise ConfigFileError(f"{file_path}: not UTF-8 text: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigFileError(f"{file_path}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigFileError(f"{file_path}: not valid YAML: nested too deeply") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigFileError(f"{file_path}: a YAML {type(data).__name__}, not a mapping of settings")
+        return data
+
+
 class RuntimeConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SOFIA_RUNTIME_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="SOFIA_RUNTIME_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     strategy: Literal["mm_lite", "funding_farmer", "router"] = "mm_lite"
     mode: Literal["paper", "live"] = "paper"
@@ -143,7 +185,7 @@ class RuntimeConfig(BaseSettings):
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
         if _yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file))
+            sources.append(_YamlFile(settings_cls, yaml_file=_yaml_file))
         return tuple(sources)
 
 
@@ -157,5 +199,10 @@ def load_config(config_file: Path | None = None, **overrides) -> RuntimeConfig:
     _yaml_file = path if path.exists() else None
     try:
         return RuntimeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        if _yaml_file is None:
+            raise
+        # the same errors, titled with the file (pydantic's title would only say RuntimeConfig)
+        raise ValidationError.from_exception_data(f"RuntimeConfig from {_yaml_file}", exc.errors()) from None
     finally:
         _yaml_file = None

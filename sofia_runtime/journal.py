@@ -115,7 +115,10 @@ def _read_lines(paths: Iterable[Path], in_progress: bool) -> Iterator[tuple[Path
                         break
                     raise JournalError(f"{path}:{number}: torn last line ({len(raw)} bytes without newline)")
                 try:
-                    record = json.loads(raw)
+                    # decoded here: json.loads of bytes would guess UTF-16 or -32 and raise UnicodeDecodeError
+                    record = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise JournalError(f"{path}:{number}: not UTF-8 text: {exc}") from None
                 except json.JSONDecodeError as exc:
                     raise JournalError(f"{path}:{number}: not JSON: {exc}") from exc
                 except RecursionError:

@@ -40,7 +40,7 @@ CLOCK_TOLERANCE = timedelta(minutes=5)  # a manifest created later than now + th
 
 class TableEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rows: int = Field(ge=0)
+    rows: int = Field(ge=0, strict=True)  # not `true`, not "3"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     columns: list[str]
 
@@ -58,7 +58,9 @@ class Manifest(BaseModel):
     def _iso_text(cls, value):
         if not isinstance(value, str):
             raise ValueError("must be an ISO 8601 time with its zone, as text")
-        return value
+        # parsed as the snapshot's readers parse it (Snapshot.created_at): pydantic alone would also take
+        # "1700000000" (epoch seconds) that fromisoformat then refuses
+        return datetime.fromisoformat(value)
 
 
 def read_manifest(path: Path, now: datetime | None = None) -> dict:
