@@ -134,7 +134,8 @@ def gap_rows(asset: str, day: date, gaps: list[tuple[str, str, str]]) -> pl.Data
     return df.with_columns(pl.lit(asset).alias("asset"), pl.lit(day, dtype=pl.Date).alias("day"))
 
 
-def write_gaps(conn: duckdb.DuckDBPyConnection, asset: str, day: date, gaps: list[tuple[str, str, str]]) -> pl.DataFrame:
+def write_gaps(conn: duckdb.DuckDBPyConnection, asset: str, day: date,
+               gaps: list[tuple[str, str, str]]) -> pl.DataFrame:
     df = gap_rows(asset, day, gaps)
     replace_rows(conn, "analytics", ANALYTIC_GAPS, df, where="asset = ? AND day = ?", params=[asset, day])
     return df

@@ -38,7 +38,8 @@ def funding_opportunities_asset(context: dg.AssetExecutionContext, config: Fundi
                                                 basis_risk_multiple=config.basis_risk_multiple),
                                     read_window(conn, "raw", RAW_TABLES["candles"], day_start, day_end))
         replace_day(conn, "analytics", FUNDING_OPPORTUNITIES, out, day_start.date())
-        unpriced = out.filter(pl.col("reason").str.starts_with("cannot price") | pl.col("reason").str.starts_with("too few"))
+        unpriced = out.filter(pl.col("reason").str.starts_with("cannot price")
+                              | pl.col("reason").str.starts_with("too few"))
         gaps = write_gaps(conn, "funding_opportunities", day_start.date(),
                           [(v, s, r) for v, s, r in unpriced.select("venue", "symbol", "reason").iter_rows()]
                           or ([] if out.height else [("*", "*", "no funding rates in the trailing week")]))

@@ -28,7 +28,8 @@ def observed_intervals(funding: pl.DataFrame) -> pl.DataFrame:
 def _basis_std(prices: pl.DataFrame, source: str) -> pl.DataFrame:
     """Std of perp/spot - 1 over the times both legs have a price (`prices`: venue, symbol, market, ts, mid)."""
     perp = prices.filter(pl.col("market") == "perp").select(
-        "venue", "ts", pl.col("symbol").str.split(":").list.first().alias("spot_symbol"), pl.col("mid").alias("perp_mid"))
+        "venue", "ts", pl.col("symbol").str.split(":").list.first().alias("spot_symbol"),
+        pl.col("mid").alias("perp_mid"))
     spot = prices.filter(pl.col("market") == "spot").select("venue", "ts", pl.col("symbol").alias("spot_symbol"),
                                                             pl.col("mid").alias("spot_mid"))
     return perp.join(spot, on=["venue", "spot_symbol", "ts"]).group_by("venue", "spot_symbol").agg(
@@ -47,7 +48,8 @@ def funding_opportunities(funding: pl.DataFrame, books: pl.DataFrame, fees: pl.D
     basis = _basis_std(mid, "books")
     if candles is not None and candles.height:
         estimated = candle_spread_abdi_ranaldo(candles, every=None).filter(pl.col("spread_bps") > 0).select(
-            "venue", "symbol", (pl.col("spread_bps") / 1e4).alias("spread"), pl.lit(ABDI_RANALDO).alias("spread_method"))
+            "venue", "symbol", (pl.col("spread_bps") / 1e4).alias("spread"),
+            pl.lit(ABDI_RANALDO).alias("spread_method"))
         spreads = pl.concat([spreads, estimated.join(spreads, on=["venue", "symbol"], how="anti")])
         closes = finest_candles(candles).select("venue", "symbol", "market", "ts", pl.col("close").alias("mid"))
         basis = pl.concat([basis, _basis_std(closes, "candle closes").join(basis, on=["venue", "spot_symbol"],
@@ -59,8 +61,8 @@ def funding_opportunities(funding: pl.DataFrame, books: pl.DataFrame, fees: pl.D
           .join(taker.rename({"symbol": "spot_symbol", "taker": "spot_taker"}), on=["venue", "spot_symbol"], how="left")
           .join(spreads.rename({"spread": "perp_spread", "spread_method": "perp_spread_method"}),
                 on=["venue", "symbol"], how="left")
-          .join(spreads.rename({"symbol": "spot_symbol", "spread": "spot_spread", "spread_method": "spot_spread_method"}),
-                on=["venue", "spot_symbol"], how="left")
+          .join(spreads.rename({"symbol": "spot_symbol", "spread": "spot_spread",
+                                "spread_method": "spot_spread_method"}), on=["venue", "spot_symbol"], how="left")
           .join(basis, on=["venue", "spot_symbol"], how="left"))
     per_hour = pl.col("mean_funding_rate").abs() / pl.col("observed_interval_hours")
     df = df.with_columns(
@@ -90,7 +92,8 @@ def funding_opportunities(funding: pl.DataFrame, books: pl.DataFrame, fees: pl.D
     missing = pl.col("fees_cost").is_null() | pl.col("spread_cost").is_null() | pl.col("basis_risk_charge").is_null()
     df = df.with_columns(
         pl.when(pl.col("n") < config.min_observations).then(pl.lit("too few funding observations"))
-        .when(missing).then(pl.format("cannot price both legs, absent: {}", pl.col("inputs").str.strip_prefix("absent: ")))
+        .when(missing).then(pl.format("cannot price both legs, absent: {}",
+                                      pl.col("inputs").str.strip_prefix("absent: ")))
         .when(pl.col("net_annual_carry") <= 0).then(
             pl.format("costs exceed carry: break-even after {} h, holding {} h",
                       pl.col("breakeven_hours").round(1), pl.lit(config.holding_hours)))

@@ -15,7 +15,8 @@ LATENCY_HEATMAP = TableSchema(
     {"venue": pl.Utf8, "endpoint": pl.Utf8, "view": pl.Utf8, "bucket": pl.Int64, "samples": pl.Int64,
      "error_rate": pl.Float64, "p50_ms": pl.Float64, "p95_ms": pl.Float64, "p99_ms": pl.Float64,
      "method": pl.Utf8, "inputs": pl.Utf8},
-    keys=("venue", "endpoint", "view", "bucket"), nullable=frozenset({"p50_ms", "p95_ms", "p99_ms", "method", "inputs"}),
+    keys=("venue", "endpoint", "view", "bucket"),
+    nullable=frozenset({"p50_ms", "p95_ms", "p99_ms", "method", "inputs"}),
     time_column=None,
     description="latency percentiles and error rate per venue x endpoint x hour of day (view=hour_of_day, "
                 "bucket 0-23) and hour of week (view=hour_of_week, bucket 0-167, Monday 00 UTC = 0); method "

@@ -100,8 +100,9 @@ def session_schedule_asset(context: dg.AssetExecutionContext, config: ScheduleCo
                                     read_day(conn, "analytics", SYMBOL_RANKINGS, day), ScheduleRules(**config.rules))
         replace_day(conn, "analytics", SESSION_SCHEDULE, schedule, day)
         absent = schedule.filter(absent_input_only(schedule))
-        gaps = [(v, s, f"off in {n} hour(s) for an absent or estimated input: {r}") for v, s, n, r in absent.group_by(
-            "venue", "symbol").agg(pl.len(), pl.col("reason").first()).sort("venue", "symbol").iter_rows()]
+        per_market = absent.group_by("venue", "symbol").agg(pl.len(), pl.col("reason").first()).sort("venue", "symbol")
+        gaps = [(v, s, f"off in {n} hour(s) for an absent or estimated input: {r}")
+                for v, s, n, r in per_market.iter_rows()]
         if schedule.is_empty():
             gaps = [("*", "*", "no candles or books in the trailing week")]
         gap_table = write_gaps(conn, "session_schedule", day, gaps)

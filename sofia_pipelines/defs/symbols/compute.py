@@ -94,9 +94,9 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
     """Per venue, symbol and UTC hour: active when the hour is liquid, cheap and fast, with the reason when not.
 
     Volume in USD and a spread (books, else the candle estimate) are required: without them the hour is off and
-    the reason begins "no " (an absent input, not a failed rule); a spread cap failed on the estimate says so. Depth (books only) and latency (private REST
-    probes, else the tape's feed delay) are judged where they exist; where absent their rule is not applied and
-    `inputs` says so."""
+    the reason begins "no " (an absent input, not a failed rule); a spread cap failed on the estimate says so.
+    Depth (books only) and latency (private REST probes, else the tape's feed delay) are judged where they exist;
+    where absent their rule is not applied and `inputs` says so."""
     if "candle_timeframe" in liquidity.columns:  # the mart's volume is 0, not null, for an hour without candles
         liquidity = liquidity.with_columns(pl.when(pl.col("candle_timeframe").is_not_null())
                                            .then(pl.col("volume_usd")).alias("volume_usd"))

@@ -170,8 +170,8 @@ def test_a_tape_of_a_minute_is_fitted_and_replayed(holdout, data_dir):
     assert (pnl.filter(pl.col("strategy") != "book")["events"] == books.height + trades.height).all()
     gaps = _table("analytic_gaps", "2021-01-08")
     schedule_gap = gaps.filter(pl.col("asset") == "session_schedule")["reason"].to_list()
-    assert schedule_gap == ["off in 1 hour(s) for an absent or estimated input: no volume in USD (no candles, or a quote without "
-                            "a USD value)"]
+    assert schedule_gap == ["off in 1 hour(s) for an absent or estimated input: no volume in USD (no candles, or a "
+                            "quote without a USD value)"]
     idle = gaps.filter(pl.col("asset") == "risk_backtest")
     assert sorted(idle["symbol"]) == ["funding_farmer", "mm_lite"]
     assert idle["reason"].str.contains("no instrument to trade").all()

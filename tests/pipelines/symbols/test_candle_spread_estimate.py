@@ -25,9 +25,10 @@ def _bars_of_a_bouncing_tape(spread: float, minutes: int, seed: int = 7) -> pl.D
     tape = pl.DataFrame({"ts": ts, "price": price})
     bars = tape.group_by_dynamic("ts", every="1m").agg(
         pl.col("price").first().alias("open"), pl.col("price").max().alias("high"),
-        pl.col("price").min().alias("low"), pl.col("price").last().alias("close"), pl.len().cast(pl.Float64).alias("volume"))
-    return bars.with_columns(pl.lit("v").alias("venue"), pl.lit("X/USDT").alias("symbol"), pl.lit("spot").alias("market"),
-                             pl.lit("1m").alias("timeframe"))
+        pl.col("price").min().alias("low"), pl.col("price").last().alias("close"),
+        pl.len().cast(pl.Float64).alias("volume"))
+    return bars.with_columns(pl.lit("v").alias("venue"), pl.lit("X/USDT").alias("symbol"),
+                             pl.lit("spot").alias("market"), pl.lit("1m").alias("timeframe"))
 
 
 def test_abdi_ranaldo_recovers_the_spread_of_a_bouncing_tape():
@@ -57,7 +58,8 @@ def test_zero_volume_bars_and_coarser_timeframes_are_left_out():
 def test_books_spread_first_then_the_hours_estimate_then_the_windows():
     bars = _bars_of_a_bouncing_tape(spread=0.001, minutes=180)
     hours = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=5)]
-    liquidity = pl.DataFrame({"venue": "v", "symbol": "X/USDT", "hour": hours, "spread_bps_mean": [3.0, None, None, None]})
+    liquidity = pl.DataFrame({"venue": "v", "symbol": "X/USDT", "hour": hours,
+                              "spread_bps_mean": [3.0, None, None, None]})
     out = with_spread(liquidity, bars).sort("hour")
     assert out["spread_method"].to_list() == ["books", ABDI_RANALDO, ABDI_RANALDO, f"{ABDI_RANALDO}_window"]
     assert out["spread_bps"][0] == 3.0 and out["spread_bps"][1] == pytest.approx(10.0, rel=0.4)
@@ -70,7 +72,8 @@ def test_tape_latency_is_local_minus_exchange_time_where_both_exist(tmp_path):
                            "ts": [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)],
                            "trade_id": ["1", "2", "3"], "side": ["buy", "sell", "buy"], "price": [1.0] * 3,
                            "amount": [1.0] * 3,
-                           "local_ts": [T0 + timedelta(milliseconds=40), None, T0 + timedelta(seconds=2, milliseconds=5)]})
+                           "local_ts": [T0 + timedelta(milliseconds=40), None,
+                                        T0 + timedelta(seconds=2, milliseconds=5)]})
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         assert tape_latency_samples(conn, T0, T0 + timedelta(days=1)).is_empty()  # no raw tables yet
         replace_window(conn, "raw", RAW_TABLES["trades"], trades, T0, T0 + timedelta(days=1))
