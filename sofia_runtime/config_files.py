@@ -6,6 +6,7 @@ Plain pydantic (no dagster) so that both processes can validate with the same ru
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Annotated, Literal
@@ -109,6 +110,10 @@ def trading_periods(trading: Sequence[Mapping]) -> dict[tuple[str, str], list[di
     return periods
 
 
+def _repeated(keys: Sequence[tuple]) -> list[tuple]:
+    return sorted((k for k, n in Counter(keys).items() if n > 1), key=str)
+
+
 class FeesFile(_Strict):
     desk_volume_30d_usd: NonNegative
     checked: Day
@@ -121,6 +126,14 @@ class FeesFile(_Strict):
     def _no_overlap(cls, trading: list[TradingFees]) -> list[TradingFees]:
         trading_periods([t.model_dump() for t in trading])
         return trading
+
+    @field_validator("withdrawals")
+    @classmethod
+    def _one_fee_per_network(cls, withdrawals: list[WithdrawalFee]) -> list[WithdrawalFee]:
+        twice = _repeated([(w.venue, w.asset, w.network, w.valid_from) for w in withdrawals])
+        if twice:
+            raise ValueError(f"more than one fee for {[' '.join(map(str, k[:3])) for k in twice]}")
+        return withdrawals
 
 
 # --- tax_rules.yaml -------------------------------------------------------------------------------------------
@@ -150,8 +163,7 @@ class TaxRulesFile(_Strict):
     @field_validator("rules")
     @classmethod
     def _one_rule_per_start(cls, rules: list[TaxRule]) -> list[TaxRule]:
-        keys = [(r.rule_id, r.valid_from) for r in rules]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
+        twice = _repeated([(r.rule_id, r.valid_from) for r in rules])
         if twice:
             raise ValueError(f"rule_id and valid_from repeat: {[f'{r} from {d}' for r, d in twice]}")
         return rules
@@ -173,6 +185,14 @@ class MarketSpec(_Strict):
 
 class MarketsFile(_Strict):
     markets: list[MarketSpec]
+
+    @field_validator("markets")
+    @classmethod
+    def _one_row_per_market(cls, markets: list[MarketSpec]) -> list[MarketSpec]:
+        twice = _repeated([(m.venue, m.symbol) for m in markets])
+        if twice:
+            raise ValueError(f"more than one row for {[' '.join(k) for k in twice]}")
+        return markets
 
 
 # --- inventory.yaml -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from sofia_runtime.config_files import TAX_STATUSES
+
 ZERO = Decimal(0)
 # Reported amounts are rounded to a fixed quantum (far below any currency's minor unit) so that sums of
 # them are exact and net can be defined as gross minus the other components.
@@ -52,8 +54,8 @@ def rules_from_config(config: Mapping, proposed_start: date | None = None) -> li
         proposed_start = switch["start"]
     rules = []
     for r in config["rules"]:
-        if r["status"] not in ("enacted", "proposed"):
-            raise ValueError(f"tax rule {r['rule_id']}: status must be enacted or proposed, not {r['status']!r}")
+        if r["status"] not in TAX_STATUSES:
+            raise ValueError(f"tax rule {r['rule_id']}: status must be one of {TAX_STATUSES}, not {r['status']!r}")
         valid_from = r["valid_from"]
         enabled = r["status"] == "enacted"
         if r["status"] == "proposed" and proposed_start is not None:

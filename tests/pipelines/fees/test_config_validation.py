@@ -102,6 +102,8 @@ TIER = ("trading", 0, "tiers", 0)
     (_set(("withdrawals", 2, "fee"), -0.0002), "field 'withdrawals[2].fee': Input should be greater than or equal to "
                                                "0 (got -0.0002)"),
     (_set(("withdrawals", 2, "fee"), "free"), "field 'withdrawals[2].fee': Input should be a valid number"),
+    (lambda raw: raw["withdrawals"].append({**raw["withdrawals"][0], "fee": 2.0}),
+     "field 'withdrawals': more than one fee for ['binance USDT TRC20']"),
     (_drop(("default", "taker")), "field 'default.taker': Field required"),
     (_set(("default", "maker"), 0.5), "field 'default.maker': Input should be less than or equal to 0.05 (got 0.5)"),
     (_set(("desk_volume_30d_usd",), "a lot"), "field 'desk_volume_30d_usd': Input should be a valid number"),
@@ -175,6 +177,8 @@ MARKET = ("markets", 0)
     (_set((*MARKET, "min_notional"), -5), "field 'markets[0].min_notional': Input should be greater than or equal "
                                           "to 0 (got -5)"),
     (_drop((*MARKET, "symbol")), "field 'markets[0].symbol': Field required"),
+    (lambda raw: raw["markets"].append({**raw["markets"][0], "price_tick": 0.1}),
+     "field 'markets': more than one row for ['binance BTC/USDT']"),
     (_set((*MARKET, "market"), "swap"), "field 'markets[0].market': Input should be 'spot' or 'perp' (got 'swap')"),
 ])
 def test_bad_markets_name_the_file_and_field(tmp_path, edit, message):
