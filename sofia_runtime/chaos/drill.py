@@ -22,33 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sofia_runtime.chaos import order_flow
 from sofia_runtime.chaos.inject import CONTROL_ENV, read_fault_log
 from sofia_runtime.chaos.scenarios import Scenario, scenarios_for, stale_window
 from sofia_runtime.chaos.verdict import Verdict, _epoch, judge, live_venue_record, print_verdicts
 
-# The drill judges the order path under faults, not a strategy's economics. On a real snapshot the default gate
-# passes almost no maker quote (the edge of a quote rarely beats the venue's fee), and a drill that sends no order
-# proves nothing, so a paper drill brings its own order flow: every scenario's runtime gets this gate, under which
-# every decision whose EV is a number passes (the EV is still computed and journaled with each decision). It goes
-# into the drill's own configuration file only, never the user's; a live drill trades what --order asks for.
-DRILL_ORDER_FLOW = {"gate": {"threshold_usd": -1e6}}
-ORDER_FLOW_WHY = ("paper: gate.threshold_usd -1e6 USD, so every decision whose EV is a number passes and the faults "
-                  "meet a steady flow of orders; the EV is journaled with each decision")
-
-
-def with_drill_order_flow(config: dict) -> dict:
-    """`config` (a runtime YAML mapping) with the drill's order flow laid over its sections."""
-    out = dict(config)
-    for section, values in DRILL_ORDER_FLOW.items():
-        out[section] = {**(out.get(section) or {}), **values}
-    return out
-
-
-def _order_flow_env_overrides() -> set[str]:
-    """The environment variables that would take the drill's order flow back (the environment outranks YAML)."""
-    keys = {f"SOFIA_RUNTIME_{section}__{name}".upper() for section, values in DRILL_ORDER_FLOW.items()
-            for name in values}
-    return {k for k in os.environ if k.upper() in keys}
 
 
 class JournalTail:
@@ -157,15 +135,32 @@ class Drill:
         self.order_flow = self._order_flow()
 
     def _order_flow(self) -> dict:
-        """What the drill changes so orders flow, for the report: nothing in the user's configuration file."""
-        user = self.opts.config or (self.data / "runtime.yaml")
-        user = str(user) if user.exists() else None
+        """What the drill lays over the user's configuration so orders flow, for its configurations and report."""
+        from sofia_runtime import paths
+        from sofia_runtime.config import load_config
+        from sofia_runtime.snapshot import SnapshotError, current_id
+
+        path = self.opts.config or (self.data / "runtime.yaml")
+        try:
+            user = load_config(self.opts.config, strategy=self.strategy, mode=self.opts.mode, venue=self.opts.venue)
+        except Exception as exc:  # pydantic's message names the field
+            raise DrillError(f"your configuration {path} is invalid: {exc}") from None
         if self.opts.mode == "live":
-            return {"overrides": {}, "why": f"live: the router's parent order {self.opts.order!r}, the gate as "
-                                             f"configured", "user_config": user}
-        return {"overrides": DRILL_ORDER_FLOW, "why": ORDER_FLOW_WHY, "user_config": user,
+            return {"overrides": {}, "why": f"live: the router's parent order {self.opts.order!r} under the gate as "
+                                             f"configured", "user_config": str(path) if path.exists() else None}
+        try:
+            snapshot = paths.serving_dir() / current_id(paths.serving_dir())
+            sections = order_flow.overrides(self.opts.mode, self.strategy, snapshot, user,
+                                            self.opts.venue or self._first_venue())
+        except (SnapshotError, OSError) as exc:
+            raise DrillError(f"cannot set the drill's order flow from the CURRENT snapshot: {exc}") from None
+        why = order_flow.WHY
+        if "mm_lite" in sections:
+            why += (f"; mm_lite quotes {', '.join(sections['mm_lite']['symbols'])}, two quotes per venue within "
+                    f"limits.max_open_orders_total {user.limits.max_open_orders_total}")
+        return {"overrides": sections, "why": why, "user_config": str(path) if path.exists() else None,
                 "drill_configs": str(self.data / "chaos" / f"chaos-<scenario>-{self.stamp}" / "runtime.yaml"),
-                "environment_ignored": sorted(_order_flow_env_overrides())}
+                "environment_ignored": order_flow.environment_overrides(sections)}
 
     def describe_order_flow(self) -> str:
         flow = self.order_flow
@@ -197,7 +192,7 @@ class Drill:
         chaos = {"scenario": scenario.name, "seed": self.opts.seed}
         if not (self.opts.mode == "live" and scenario.proxy is not None):
             chaos.update(scenario.faults)
-        cfg = with_drill_order_flow(self.base_config) if self.opts.mode == "paper" else dict(self.base_config)
+        cfg = order_flow.apply(self.base_config, self.order_flow["overrides"])
         if proxy_url is not None:
             cfg["venue_urls"] = {**(cfg.get("venue_urls") or {}), self.opts.venue: proxy_url}
         path = workdir / "runtime.yaml"
@@ -253,9 +248,8 @@ class Drill:
         (workdir / "armed").unlink(missing_ok=True)
         config, effective = self._write_config(scenario, rid, workdir, proxy.url if proxy else None)
         env = {**os.environ, "SOFIA_DATA_DIR": str(self.data), CONTROL_ENV: str(workdir), "PYTHONUNBUFFERED": "1"}
-        if self.opts.mode == "paper":
-            for key in _order_flow_env_overrides():
-                del env[key]
+        for key in self.order_flow.get("environment_ignored", ()):
+            env.pop(key, None)
         D = self.opts.duration_s
         use_proxy = self.opts.mode == "live" and scenario.proxy is not None
         has_faults = bool(scenario.faults) or use_proxy

@@ -65,9 +65,10 @@ def scenarios_for(name: str, mode: str) -> list[Scenario]:
 
 
 def stale_window(duration_s: float, speed: float, stale_after_s: float) -> tuple[float, float]:
-    """(stale_from_s, stale_for_s) in market seconds: from a quarter into the run for 40 % of it at `speed`; at
-    full speed (0) the pace is unknown, so 2 market minutes in for 10 minutes (a replay at full speed covers
-    several market minutes a second)."""
+    """(stale_from_s, stale_for_s) in market seconds: from 15 % into the run for 30 % of it at `speed`, so the data
+    is back before half the run even when the replay falls behind its pace (a busy machine, every order sent) and
+    there is time left to quote on it again; at full speed (0) the pace is unknown, so 2 market minutes in for 10
+    minutes (a replay at full speed covers several market minutes a second)."""
     if speed > 0:
-        return 0.25 * duration_s * speed, max(0.4 * duration_s * speed, 3 * stale_after_s)
+        return 0.15 * duration_s * speed, max(0.3 * duration_s * speed, 3 * stale_after_s)
     return 120.0, max(600.0, 3 * stale_after_s)

@@ -381,3 +381,55 @@ def test_chaos_drill_live_router_through_the_proxy_with_responses_dropped_after_
         assert records[-1]["kind"] == "stop" and records[-1]["payload"]["reason"] == "strategy done"
         assert runtime_data.cli("verify-journal").returncode == 0
         assert KEY not in proc.stdout + proc.stderr and SECRET not in proc.stdout + proc.stderr
+
+
+def test_the_drill_brings_its_own_order_flow_where_the_configured_gate_passes_nothing(runtime_data: RuntimeData):
+    """The user's gate wants 1,000 USD of EV from a 2,000 USD quote, so a runtime on that configuration sends no
+    order. `sofia-runtime chaos --scenario all` lays its own gate over it in its own configuration files (the user's
+    file is untouched, the environment's threshold ignored, both named in the report) and every paper scenario
+    sends orders and passes."""
+    user = runtime_data.dir / "runtime.yaml"
+    user.write_text(yaml.safe_dump({"gate": {"threshold_usd": 1000.0, "miss_cost_bps": 0.7},
+                                    "limits": {"stale_after_s": 5.0}}))
+    before = user.read_bytes()
+    strict = runtime_data.env(SOFIA_RUNTIME_GATE__THRESHOLD_USD="1000")
+    proc = runtime_data.cli("run", "--strategy", "mm_lite", "--speed", "0", "--duration", "2s", "--port", "0",
+                            "--runtime-id", "gate-as-configured", env=strict)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = runtime_data.records("gate-as-configured")
+    decisions = [r["payload"] for r in records if r["kind"] == "decision"]
+    assert len(decisions) > 50 and not any(d["passed"] for d in decisions)  # the premise: nothing passes
+    assert not [r for r in records if r["kind"] == "order"]
+
+    # 6 s at 1,200x: 2 of the snapshot's 3 market hours, paced for the same reason as the 5xx run above
+    proc = runtime_data.cli("chaos", "--scenario", "all", "--duration", "6s", "--speed", "1200", timeout=400,
+                            env={**strict, "COLUMNS": "200"})
+    assert "chaos drill summary" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = _report(runtime_data)
+    failures = {v["scenario"]: v["failures"] for v in report["scenarios"] if not v["passed"]}
+    assert proc.returncode == 0 and report["passed"] and not failures, failures
+    assert [v["scenario"] for v in report["scenarios"]] == PAPER
+    flow = report["order_flow"]
+    assert flow["overrides"]["gate"] == {"threshold_usd": -1e6} and flow["user_config"] == str(user)
+    quoted = flow["overrides"]["mm_lite"]["symbols"]
+    assert quoted and set(quoted) <= {SPOT, PERP}  # both venues' quotes fit under the open-order limit (40)
+    assert flow["environment_ignored"] == ["SOFIA_RUNTIME_GATE__THRESHOLD_USD"]
+    assert "order flow: paper: gate.threshold_usd -1e6 USD" in proc.stdout and "is not changed" in proc.stdout
+    assert user.read_bytes() == before
+
+    for v in report["scenarios"]:
+        rid = v["runtime_id"]
+        drill_config = yaml.safe_load((runtime_data.dir / "chaos" / rid / "runtime.yaml").read_text())
+        assert drill_config["gate"] == {"threshold_usd": -1e6, "miss_cost_bps": 0.7}  # the user's other fields kept
+        assert drill_config["limits"] == {"stale_after_s": 5.0} and drill_config["chaos"]["scenario"] == v["scenario"]
+        assert drill_config["mm_lite"] == {"symbols": quoted}
+        records = runtime_data.records(rid)
+        (start, *_) = [r["payload"] for r in records if r["kind"] == "start"]
+        assert float(start["config"]["gate"]["threshold_usd"]) == -1e6
+        passed = [r["payload"] for r in records if r["kind"] == "decision" and r["payload"]["passed"]]
+        orders = [r for r in records if r["kind"] == "order"]
+        # every order went out on a decision the user's own gate would have refused
+        assert v["orders_sent"] == len(orders) > 50 and passed and max(float(d["ev_usd"]) for d in passed) < 1000
+        assert v["duplicates"] == 0 and v["journal_intact"] and v["reconciliation_pct"] == 100.0
+        assert v["recovery_s"] is not None and v["auto_pause"] is (v["scenario"] == "http_5xx")
+    assert runtime_data.cli("verify-journal").returncode == 0
