@@ -69,3 +69,26 @@ def test_hour_of_week_buckets_cover_the_weekend():
                           schema_overrides={"ts": pl.Datetime("ms"), "error": pl.Utf8})
     week = latency_heatmap(probes).filter(pl.col("view") == "hour_of_week")
     assert sorted(week["bucket"].to_list()) == [143, 167]
+
+
+def test_without_probes_the_tapes_delay_prices_latency_and_without_either_it_is_not_charged():
+    liq, _, fees = _inputs([("a", 2.0, 0.002, None, 0, 0, 0.0005), ("b", 2.0, 0.002, None, 0, 0, 0.0005)])
+    liq = liq.with_columns(pl.col("depth_usd_mean").cast(pl.Float64),
+                           pl.col("spread_bps_mean").alias("spread_bps"),
+                           pl.lit("abdi_ranaldo_2017").alias("spread_method"))
+    tape = pl.DataFrame({"venue": ["a"], "endpoint": ["tape"], "hour": [T0], "p50_ms": [100.0], "error_rate": [0.0]})
+    costs = venue_costs(liq, tape, fees, notional_usd=10_000).sort("venue")
+    slip = 0.002 / math.sqrt(60) * math.sqrt(0.1) * math.sqrt(2 / math.pi) * 1e4
+    a, b = costs.row(0, named=True), costs.row(1, named=True)
+    assert a["slippage_bps"] == pytest.approx(slip) and a["cost_bps"] == pytest.approx(5 + 1 + slip)
+    assert a["method"] == "spread=abdi_ranaldo_2017;latency=tape_local_minus_exchange_ts"
+    assert a["inputs"] == "fee, spread; not charged (input absent): depth impact"
+    assert b["slippage_bps"] is None and b["cost_bps"] == pytest.approx(5 + 1)
+    assert b["method"] == "spread=abdi_ranaldo_2017;latency=absent"
+    assert b["inputs"] == "fee, spread; not charged (input absent): latency slippage, depth impact"
+    # probes win over the tape where a venue has both
+    probes = tape.with_columns(pl.lit("private_rest").alias("endpoint"), pl.lit(400.0).alias("p50_ms"))
+    both = venue_costs(liq, pl.concat([tape, probes]), fees, 10_000).filter(pl.col("venue") == "a").row(0, named=True)
+    assert both["method"].endswith("latency=probes") and both["slippage_bps"] == pytest.approx(2 * slip)
+    routes = route_table(costs, 10_000)
+    assert routes["best_venue"].unique().to_list() == ["b"] and set(routes["method"]) == {b["method"]}

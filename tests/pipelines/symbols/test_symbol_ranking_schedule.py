@@ -41,3 +41,25 @@ def test_schedule_min_liquidity_and_caps():
     assert s["reason"].to_list() == ["volume below minimum", "spread above cap", "liquid, cheap and fast"]
     slow = lat.with_columns(pl.lit(900.0).alias("p95_ms"))
     assert not session_schedule(liq, slow, ranks, ScheduleRules())["active"].any()
+
+
+def test_absent_depth_and_latency_are_not_judged_and_an_estimated_spread_says_so():
+    from sofia_pipelines.defs.symbols.compute import absent_input_only
+
+    liq = _liq([("a", "X/USDT", 9, 50_000, None, 2.0), ("a", "X/USDT", 10, 50_000, None, 25.0),
+                ("a", "X/USDT", 11, None, None, 2.0)]).with_columns(
+        pl.col("depth_usd_mean").cast(pl.Float64), pl.col("spread_bps_mean").alias("spread_bps"),
+        pl.lit("abdi_ranaldo_2017").alias("spread_method"))
+    none = pl.DataFrame(schema={"venue": pl.Utf8, "endpoint": pl.Utf8, "hour": pl.Datetime("us"),
+                                "p95_ms": pl.Float64, "error_rate": pl.Float64})
+    ranks = pl.DataFrame({"venue": ["a"], "symbol": ["X/USDT"], "score": [0.7]})
+    s = session_schedule(liq, none, ranks, ScheduleRules()).sort("hour")
+    assert s["active"].to_list() == [True, False, False]
+    assert s["reason"].to_list() == ["liquid, cheap and fast", "spread above cap (estimated from candles: no books)",
+                                     "no volume in USD (no candles, or a quote without a USD value)"]
+    assert set(s["inputs"]) == {"rules not applied (input absent): depth (no books), latency and error rate "
+                                "(no probes or tape times)"}
+    assert absent_input_only(s).to_list() == [False, True, True]
+    r = symbol_rankings(liq, FEES, RankingWeights()).row(0, named=True)
+    assert r["depth_usd"] is None and r["inputs"] == "left out (input absent): depth"
+    assert r["method"] == "spread=abdi_ranaldo_2017"
