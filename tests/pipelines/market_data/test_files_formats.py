@@ -96,7 +96,7 @@ def test_freqtrade_trades_parquet_and_ccxt_trades_json_gz_agree(tmp_path, holdou
 
 def test_kraken_trades_without_side_or_id_are_refused_naming_what_is_missing(tmp_path, holdout):
     root = _link(tmp_path, holdout, "freqtrade/trades/kraken_BCH_EUR_trades.parquet")
-    with pytest.raises(SchemaError, match=r"kraken_BCH_EUR_trades\.parquet, field 'trade_id': missing column"):
+    with pytest.raises(SchemaError, match=r"kraken_BCH_EUR_trades\.parquet, field 'side': trades need `side`"):
         FilesSource(root).load("trades", *ALL)
 
 
@@ -281,29 +281,43 @@ def test_gzip_head_is_read_for_matching(tmp_path):
     assert list(format_of(path).read(path, FileHints("binance", "XRP/ETH", "spot")))[0][1].height == 1
 
 
-def test_quotes_parquet_in_sofia_columns_refuses_two_books_in_one_millisecond(tmp_path, holdout):
-    # Binance spot best bid/ask with sizes (the rows name the symbol, the file name the venue): 451 updates on
-    # 428 distinct milliseconds. raw.books holds one book per (venue, symbol, ts), so the file is refused at the
-    # first second update of a millisecond rather than one of them dropped
+def test_a_real_quote_and_trade_tape_in_named_columns(tmp_path, holdout):
+    """Binance spot BTC/USDT best bid/ask with sizes and the trades of the same minutes (the rows name the symbol,
+    the file name the venue). The quotes have 451 updates on 428 distinct milliseconds: raw.books holds one book
+    per millisecond, as every book format is read, and the last update of a millisecond is the book then. The
+    trades say `quantity` and `buyer_maker` (the buyer was the maker: the taker sold)."""
     (tmp_path / "binance_BTC_USDT_quotes.parquet").symlink_to(holdout / "nautilus/binance__btcusdt-quotes.parquet")
+    (tmp_path / "binance_BTC_USDT_trades.parquet").symlink_to(holdout / "nautilus/binance__btcusdt-trades.parquet")
     src = FilesSource(tmp_path)
-    assert src.provides() == {"books"}
+    assert src.provides() == {"books", "trades"}
     assert src.available_days() == [date(2021, 1, 8)]
-    with pytest.raises(SchemaError) as err:
-        src.load("books", *ALL)
-    assert str(err.value) == (f"{tmp_path / 'binance_BTC_USDT_quotes.parquet'}, row 15, field 'ts': duplicate row "
-                              "for key {'venue': 'binance', 'symbol': 'BTC/USDT', "
-                              "'ts': datetime.datetime(2021, 1, 8, 0, 0, 2, 573000)}")
-    # the same quotes one per millisecond (the last of each) load, the file's UTC zone stored as naive UTC
+    books = src.load("books", *ALL)
     quotes = pl.read_parquet(holdout / "nautilus/binance__btcusdt-quotes.parquet")
-    (tmp_path / "binance_BTC_USDT_quotes.parquet").unlink()
-    quotes.unique("timestamp", keep="last", maintain_order=True).write_parquet(
-        tmp_path / "binance_BTC_USDT_quotes.parquet")
-    books = FilesSource(tmp_path).load("books", *ALL)
-    assert books.height == 428
+    last = quotes.unique("timestamp", keep="last", maintain_order=True)
+    assert books.height == last.height == 428
     assert books["ts"][0] == datetime(2021, 1, 8, 0, 0, 1, 76000)
+    assert books.select("bid", "ask").rows() == last.select("bid", "ask").rows()
+    at = books.filter(pl.col("ts") == datetime(2021, 1, 8, 0, 0, 2, 573000))  # two updates in that millisecond
+    assert at.select("bid", "ask").rows() == quotes.filter(
+        pl.col("timestamp").dt.replace_time_zone(None) == datetime(2021, 1, 8, 0, 0, 2, 573000)
+    ).tail(1).select("bid", "ask").rows()
     assert books.select("venue", "symbol", "market").unique().rows() == [("binance", "BTC/USDT", "spot")]
     assert (books["ask"] > books["bid"]).all() and books["local_ts"].null_count() == 428
+    trades = src.load("trades", *ALL)
+    assert trades.height == 2001 and trades["trade_id"][0] == "553287559"
+    assert trades.filter(pl.col("side") == "sell").height == \
+        pl.read_parquet(holdout / "nautilus/binance__btcusdt-trades.parquet").filter(
+            pl.col("buyer_maker") == "True").height == 914
+
+
+def test_a_trades_file_without_a_side_or_a_buyer_maker_flag_is_refused(tmp_path):
+    path = tmp_path / "binance_BTC_USDT_trades.csv"
+    path.write_text("timestamp,trade_id,price,quantity\n1610064000278,1,39432.48,0.1\n")
+    with pytest.raises(SchemaError, match="field 'side': trades need `side`"):
+        FilesSource(tmp_path).load("trades", *ALL)
+    path.write_text("timestamp,trade_id,price,quantity,buyer_maker\n1610064000278,1,39432.48,0.1,maybe\n")
+    with pytest.raises(SchemaError, match="row 1, field 'buyer_maker': 'maybe' is not true or false"):
+        FilesSource(tmp_path).load("trades", *ALL)
 
 
 def test_latency_and_fx_csv_in_sofia_columns(tmp_path):

@@ -3,8 +3,10 @@ Sofia's own raw-table columns (RAW_TABLES) for books, quotes, trades, funding, l
 
     timestamp,open,high,low,close,volume             -> candles (time: ts | timestamp | date | time | datetime)
     timestamp,funding_rate                           -> funding
-    ts,bid,ask,bid_size,ask_size                     -> books (a quotes file is a book's top)
+    ts,bid,ask,bid_size,ask_size                     -> books (a quotes file is a book's top; the last update of
+                                                        each millisecond, as for every book format)
     timestamp,id,side,price,amount,cost              -> trades (freqtrade's `id` is the trade id)
+    timestamp,trade_id,price,quantity,buyer_maker    -> trades (quantity|qty = amount; buyer maker = taker sold)
     venue,endpoint,ts,latency_ms,ok,error            -> latency
     pair,ts,rate                                     -> fx
 Columns a file does not have (venue, symbol, market, timeframe) come from the path (`FileHints`).
@@ -20,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sofia_pipelines.defs.market_data.formats import BATCH_ROWS, FileHints, fill_from_hints
-from sofia_pipelines.defs.market_data.formats.csv_stream import ROW, csv_batches
+from sofia_pipelines.defs.market_data.formats.csv_stream import ROW, csv_batches, last_per_ts
 from sofia_pipelines.defs.market_data.formats.timestamps import TimeParser
+from sofia_runtime.schemas import SchemaError
 
 TIME_COLUMNS = ("ts", "timestamp", "date", "time", "datetime")
 # the columns that say which raw table a file is, most specific first
@@ -34,10 +37,14 @@ SIGNATURES = (
     ("trades", {"price", "amount"}),
 )
 RENAMES = {"trades": {"id": "trade_id"}}
+# other names tape files give the same column (Nautilus/Binance style trades: quantity, qty)
+ALIASES = {"quantity": "amount", "qty": "amount"}
+# a taker-side flag instead of `side`: the buyer was the maker, so the taker sold
+BUYER_MAKER = ("buyer_maker", "is_buyer_maker")
 
 
 def table_of(columns: list[str]) -> str | None:
-    names = {c.lower() for c in columns}
+    names = {ALIASES.get(c.lower(), c.lower()) for c in columns}
     if not names & set(TIME_COLUMNS):
         return None
     return next((table for table, needed in SIGNATURES if needed <= names), None)
@@ -54,14 +61,25 @@ class _Columns:
         return self._magic(head) and table_of(self.columns(path, head)) is not None
 
     def read(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.DataFrame]]:
+        frames = self._frames(path, hints)
+        if table_of(self.columns(path, read_head_cached(path))) == "books":
+            # raw.books holds one book per millisecond, the key Tardis and Binance books are read to as well: of
+            # several updates within one millisecond the last is the book at that millisecond
+            yield from (("books", f) for f in last_per_ts((f for _, f in frames), ("venue", "symbol")))
+        else:
+            yield from frames
+
+    def _frames(self, path: Path, hints: FileHints) -> Iterator[tuple[str, pl.DataFrame]]:
         origin = str(path)
         columns = self.columns(path, read_head_cached(path))
         table = table_of(columns)
         time_col = _time_column(columns)
         parser, rows = TimeParser(origin), 1
         for batch in self.batches(path):
-            batch = batch.rename({c: c.lower() for c in batch.columns})
+            batch = batch.rename({c: ALIASES.get(c.lower(), c.lower()) for c in batch.columns})
             batch = batch.rename({k: v for k, v in RENAMES.get(table, {}).items() if k in batch.columns})
+            if table == "trades" and "side" not in batch.columns:
+                batch = _side_from_buyer_maker(batch, origin, rows)
             parsed = [parser.parse(batch[time_col.lower()], time_col, rows).alias("ts")]
             if "local_ts" in batch.columns:
                 parsed.append(TimeParser(origin, parser.unit).parse(batch["local_ts"], "local_ts", rows))
@@ -81,6 +99,22 @@ class _Columns:
         for batch in self.batches(path, [time_col]):
             yield table, parser.parse(batch[time_col], time_col, rows)
             rows += batch.height
+
+
+def _side_from_buyer_maker(batch: pl.DataFrame, origin: str, first_row: int) -> pl.DataFrame:
+    """`side` (the taker's) from a buyer-was-maker flag, boolean or text; a file with neither is refused."""
+    flag = next((c for c in BUYER_MAKER if c in batch.columns), None)
+    if flag is None:
+        raise SchemaError(origin, "trades need `side` (buy/sell, the taker's) or a buyer_maker flag", field="side")
+    values = batch[flag]
+    if values.dtype != pl.Boolean:
+        values = values.cast(pl.Utf8).str.to_lowercase().replace_strict(
+            {"true": True, "1": True, "false": False, "0": False}, default=None, return_dtype=pl.Boolean)
+    bad = values.is_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise SchemaError(origin, f"{batch[flag][row]!r} is not true or false", row=first_row + row, field=flag)
+    return batch.with_columns(pl.when(values).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"))
 
 
 class ParquetColumns(_Columns):
