@@ -107,6 +107,9 @@ def rebalance_plan_asset(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         targets_rows = targets.height
         plan = rebalance_plan(targets, balances, read_window(conn, "analytics", WITHDRAWAL_FEES), prices)
         replace_day(conn, "analytics", REBALANCE_PLAN, plan, start.date())
+        gaps = write_gaps(conn, "rebalance_plan", start.date(), [] if targets_rows else [
+            ("*", "*", "nothing planned: no inventory target for the day (no balance of an asset the day's market "
+                       "data trades on its venue)")])
     planned = plan.filter(pl.col("status") == "planned")
     unpriced = sorted(set(planned["asset"]) - set(prices))
     cost = sum(f * prices[a] for a, f in planned.select("asset", "fee").iter_rows() if a in prices)
@@ -115,7 +118,10 @@ def rebalance_plan_asset(context: dg.AssetExecutionContext, warehouse: DuckDBRes
         "total_fee_usd": round(cost, 2) if not unpriced else f"{cost:.2f} + fees in {unpriced} (no USD price)",
         "infeasible_assets": plan.filter(pl.col("status") == "infeasible").height,
         "targets": targets_rows, "balances_from": origin, "plan": preview(plan, 20),
-        "note": "nothing to plan: no targets for the day (see inventory_targets)" if not targets_rows else "targets"})
+        **gaps_metadata(gaps)})
+
+
+rebalance_plan_inputs_complete = gaps_check("rebalance_plan")
 
 
 @dg.asset_check(asset="rebalance_plan", blocking=True, partitions_def=daily_partitions,
