@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from sofia_runtime import paths
+from sofia_runtime.config_files import ConfigFileError, read_yaml
 
 STRATEGIES = ("mm_lite", "funding_farmer", "router")
 _yaml_file: Path | None = None  # set only while load_config builds a RuntimeConfig
@@ -82,34 +82,9 @@ class ChaosConfig(_Section):
     seed: int = 0
 
 
-class ConfigFileError(ValueError):
-    """A configuration file that is not a YAML mapping of settings; the message names the file."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys: a setting given twice is refused instead, not guessed."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"setting {key!r} given twice",
-                                                        key_node.start_mark)
-            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
-        return super().construct_mapping(node, deep=deep)
-
-
 class _YamlFile(YamlConfigSettingsSource):
     def _read_file(self, file_path: Path) -> dict:
-        try:
-            data = yaml.load(file_path.read_bytes().decode("utf-8-sig"), Loader=_UniqueKeyLoader)
-        except UnicodeDecodeError as exc:
-            raise ConfigFileError(f"{file_path}: not UTF-8 text: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigFileError(f"{file_path}: not valid YAML: {exc}") from None
-        except RecursionError:
-            raise ConfigFileError(f"{file_path}: not valid YAML: nested too deeply") from None
+        data = read_yaml(file_path)
         if data is None:
             return {}
         if not isinstance(data, dict):

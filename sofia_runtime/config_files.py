@@ -1,7 +1,8 @@
-"""Models of the desk's configuration files: fees.yaml, tax_rules.yaml, markets.yaml and inventory.yaml.
+"""Configuration files: the one YAML reader both processes use, and the models of the desk's files (fees.yaml,
+tax_rules.yaml, markets.yaml and inventory.yaml).
 
-Plain pydantic (no dagster) so that both processes can validate with the same rules. A loader validates a file with
-`sofia_pipelines.validation.validated`, which names the file and every bad field.
+Plain pydantic (no dagster) so that both processes can validate with the same rules. A pipelines loader validates a
+file with `sofia_pipelines.validation.validated`, which names the file and every bad field.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # Maker and taker rates are fractions of notional; a rebate is a small negative fee.
@@ -33,6 +36,39 @@ Rate = Annotated[float, Field(ge=MIN_FEE_RATE, le=MAX_FEE_RATE)]
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1)]
+
+
+class ConfigFileError(ValueError):
+    """A configuration file that cannot be read as YAML, or is not the mapping it should be; names the file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys: a setting given twice is refused instead, not guessed."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"setting {key!r} given twice",
+                                                        key_node.start_mark)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path):
+    """The YAML document of a configuration file (None when empty); ConfigFileError naming the file when it cannot
+    be read, is not UTF-8, is not valid YAML (a setting given twice included) or is nested too deeply."""
+    try:
+        return yaml.load(path.read_bytes().decode("utf-8-sig"), Loader=_UniqueKeyLoader)
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not UTF-8 text: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}: not valid YAML: nested too deeply") from None
 
 
 class _Strict(BaseModel):

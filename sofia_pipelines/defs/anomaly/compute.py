@@ -42,12 +42,12 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sofia_pipelines.defs.attribution.compute import (UsdRates, arrival_mids, market_time, payloads, quote_of,
                                                       record_time, runtime_strategies)
 from sofia_pipelines.validation import validated
+from sofia_runtime.config_files import read_yaml
 from sofia_runtime.control import PauseState, pause_unless_paused, read_pause
 from sofia_runtime.schemas import ANOMALY_ACTIONS, ANOMALY_SCORES, TS
 
@@ -118,11 +118,7 @@ class AnomalyConfig(BaseModel):
 
 
 def load_config(path: Path = CONFIG_PATH) -> AnomalyConfig:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read: {exc}") from exc
-    return validated(AnomalyConfig, raw, str(path))
+    return validated(AnomalyConfig, read_yaml(path), str(path))
 
 
 # --- series ---------------------------------------------------------------------------------------------------

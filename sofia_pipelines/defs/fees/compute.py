@@ -8,10 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from sofia_pipelines.validation import validated
-from sofia_runtime.config_files import CONFIG_FILES, trading_periods
+from sofia_runtime.config_files import CONFIG_FILES, read_yaml, trading_periods
 from sofia_runtime.schemas import FEE_TABLE, MARKETS, WITHDRAWAL_FEES
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -19,16 +18,11 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 def load_yaml(name: str, config_dir: Path | None = None) -> dict:
     """A configuration file as a dict; a file with a model (fees, tax rules, markets, inventory) validated by it,
-    with the values it parsed (dates as dates, numbers as numbers) and nothing the file does not set."""
+    with the values it parsed (dates as dates, numbers as numbers) and every optional field, None where unset."""
     path = (config_dir or CONFIG_DIR) / name
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path)
     model = CONFIG_FILES.get(name)
-    return raw if model is None else validated(model, raw, str(path)).model_dump(exclude_unset=True)
+    return raw if model is None else validated(model, raw, str(path)).model_dump()
 
 
 def markets_frame(config: Mapping) -> pl.DataFrame:
@@ -110,8 +104,10 @@ def fee_table(markets: pl.DataFrame, overrides: Mapping, fetched: Mapping[tuple[
 
 def withdrawal_fees(overrides: Mapping) -> pl.DataFrame:
     checked = overrides["checked"]
-    rows = [{**w, "fee": float(w["fee"]), "valid_from": w.get("valid_from", checked), "valid_to": w.get("valid_to")}
-            for w in overrides["withdrawals"]]
+    rows = [{**w, "fee": float(w["fee"]), "valid_from": w.get("valid_from") or checked, "valid_to": w.get("valid_to")}
+            for w in overrides.get("withdrawals") or []]
+    if not rows:
+        return WITHDRAWAL_FEES.empty()
     return WITHDRAWAL_FEES.conform(pl.DataFrame(rows, schema_overrides={"valid_to": pl.Date}),
                                    "config/fees.yaml withdrawals")
 

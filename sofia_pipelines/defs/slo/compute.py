@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sofia_pipelines.validation import validated
+from sofia_runtime.config_files import read_yaml
 from sofia_runtime.schemas import SLO_REPORT, TS
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "slo.yaml"
@@ -118,13 +118,7 @@ def parse_slo_config(raw, origin: str) -> SloConfig:
 
 
 def load_slo_config(path: Path = CONFIG_PATH) -> SloConfig:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    return parse_slo_config(raw, str(path))
+    return parse_slo_config(read_yaml(path), str(path))
 
 
 def parse_as_of(text: str | None) -> datetime:

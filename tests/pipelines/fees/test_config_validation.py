@@ -4,12 +4,16 @@ the shipped files load exactly as they read."""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
+from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
+from sofia_pipelines.defs.anomaly.compute import load_config as load_anomaly_config
 from sofia_pipelines.defs.fees import assets, compute
 from sofia_pipelines.defs.fees.compute import CONFIG_DIR, fee_table, load_yaml, markets_frame, withdrawal_fees
 from sofia_pipelines.defs.slo.compute import CONFIG_PATH as SLO_PATH
@@ -25,13 +29,17 @@ def _shipped(name: str) -> dict:
     return yaml.safe_load((CONFIG_DIR / name).read_text())
 
 
+def _write(folder: Path, name: str, doc) -> Path:
+    (folder / name).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return folder
+
+
 def _error(tmp_path, name: str, edit) -> str:
     """The error of loading the shipped `name` after `edit`, written as YAML where a loader reads it."""
     raw = copy.deepcopy(_shipped(name))
     edit(raw)
-    (tmp_path / name).write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     with pytest.raises(ValueError) as err:
-        load_yaml(name, tmp_path)
+        load_yaml(name, _write(tmp_path, name, raw))
     message = str(err.value)
     assert message.startswith(f"{tmp_path / name}: "), message
     assert "Traceback" not in message
@@ -56,9 +64,24 @@ def _drop(path: tuple):
     return edit
 
 
+def _as_read(loaded, shipped):
+    """`loaded` holds every value of `shipped` unchanged, and None for each optional field the file leaves out."""
+    if isinstance(shipped, dict):
+        assert set(shipped) <= set(loaded), sorted(set(shipped) - set(loaded))
+        assert all(loaded[k] is None for k in set(loaded) - set(shipped)), loaded
+        for k, v in shipped.items():
+            _as_read(loaded[k], v)
+    elif isinstance(shipped, list):
+        assert len(loaded) == len(shipped)
+        for a, b in zip(loaded, shipped):
+            _as_read(a, b)
+    else:
+        assert loaded == shipped and type(loaded) in (type(shipped), float), (loaded, shipped)
+
+
 @pytest.mark.parametrize("name", MODELLED)
-def test_shipped_files_load_exactly_as_they_read(name):
-    assert load_yaml(name) == _shipped(name)
+def test_shipped_files_load_as_they_read(name):
+    _as_read(load_yaml(name), _shipped(name))
 
 
 def test_shipped_files_build_what_they_built():
@@ -212,6 +235,48 @@ def test_bad_slo_values_name_the_file_and_field(tmp_path):
     assert "field 'defaults.window_days': Input should be greater than 0 (got -28)" in message
 
 
+def test_optional_fields_left_out_load(tmp_path):
+    markets = _shipped("markets.yaml")
+    for field in ("min_notional", "source"):
+        del markets["markets"][0][field]
+    frame = markets_frame(load_yaml("markets.yaml", _write(tmp_path, "markets.yaml", markets)))
+    assert frame.height == len(markets["markets"]) and frame.row(0, named=True)["min_notional"] is None
+
+    fees = _shipped("fees.yaml")
+    del fees["withdrawals"], fees["default"]
+    loaded = load_yaml("fees.yaml", _write(tmp_path, "fees.yaml", fees))
+    assert withdrawal_fees(loaded).is_empty() and loaded["default"] is None
+
+    fees = _shipped("fees.yaml")
+    fees["withdrawals"][0]["valid_from"] = fees["checked"].replace(year=2025)
+    table = withdrawal_fees(load_yaml("fees.yaml", _write(tmp_path, "fees.yaml", fees)))
+    assert table["valid_from"].to_list() == [date(2025, 11, 1)] + [fees["checked"]] * (table.height - 1)
+
+
+@pytest.mark.parametrize("name", (*MODELLED, "risk.yaml", "anomaly.yaml", "slo.yaml"))
+@pytest.mark.parametrize("text, message", [
+    (None, "not valid YAML: setting '{key}' given twice"),
+    (b"\xff\xfe", "not UTF-8 text"),
+    (b"[" * 100_000, "not valid YAML: nested too deeply"),
+    (b"rules: [unclosed", "not valid YAML"),
+])
+def test_a_file_that_is_not_yaml_is_named(tmp_path, name, text, message):
+    shipped = (CONFIG_DIR / name).read_bytes()
+    key = next(iter(yaml.safe_load(shipped)))
+    if text is None:  # the first setting again, with the same value: only a check for repeated keys refuses it
+        text = shipped + f"\n{key}: {json.dumps(yaml.safe_load(shipped)[key], default=str)}\n".encode()
+    elif text == b"\xff\xfe":
+        text += shipped
+    (tmp_path / name).write_bytes(text)
+    with pytest.raises(ValueError) as err:
+        LOADERS[name](tmp_path / name)
+    assert str(err.value).startswith(f"{tmp_path / name}: {message.format(key=key)}"), err.value
+
+
+LOADERS = {**{name: (lambda path: load_yaml(path.name, path.parent)) for name in (*MODELLED, "risk.yaml")},
+           "anomaly.yaml": load_anomaly_config, "slo.yaml": load_slo_config}
+
+
 @pytest.mark.parametrize("name", MODELLED)
 def test_a_missing_or_empty_file_is_named(tmp_path, name):
     with pytest.raises(ValueError, match=f"{tmp_path / name}: cannot read: No such file"):
@@ -233,7 +298,7 @@ def test_a_bad_fees_file_stops_the_fee_assets_and_keeps_the_stored_table(tmp_pat
     shutil.copytree(CONFIG_DIR, config)
     raw = _shipped("fees.yaml")
     raw["trading"][0]["tiers"][0]["taker"] = 0.5
-    (config / "fees.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    _write(config, "fees.yaml", raw)
     monkeypatch.setattr(compute, "CONFIG_DIR", config)
     result = dg.materialize(fee_assets, resources=resources, raise_on_error=False)
     assert not result.success
