@@ -49,7 +49,10 @@ def rules_from_config(config: Mapping, proposed_start: date | None = None) -> li
     switch = config.get("proposed_rules", {})
     env = os.environ.get("SOFIA_TAX_PROPOSED_START")
     if proposed_start is None and env:
-        proposed_start = date.fromisoformat(env)
+        try:
+            proposed_start = date.fromisoformat(env)
+        except ValueError:
+            raise ValueError(f"SOFIA_TAX_PROPOSED_START: {env!r} is not a date YYYY-MM-DD") from None
     if proposed_start is None and switch.get("enabled"):
         proposed_start = switch["start"]
     rules = []

@@ -307,3 +307,11 @@ def test_a_bad_fees_file_stops_the_fee_assets_and_keeps_the_stored_table(tmp_pat
             "(got 0.5)") in failure.event_specific_data.error.cause.message
     with resources["warehouse"].get_connection() as conn:
         assert read_window(conn, "analytics", FEE_TABLE).equals(stored)
+
+
+def test_a_bad_proposed_start_in_the_environment_is_named(monkeypatch):
+    monkeypatch.setenv("SOFIA_TAX_PROPOSED_START", "next year")
+    with pytest.raises(ValueError, match="SOFIA_TAX_PROPOSED_START: 'next year' is not a date YYYY-MM-DD"):
+        rules_from_config(load_yaml("tax_rules.yaml"))
+    monkeypatch.setenv("SOFIA_TAX_PROPOSED_START", "2027-01-01")
+    assert all(r.enabled for r in rules_from_config(load_yaml("tax_rules.yaml")))
