@@ -6,9 +6,8 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from sofia_pipelines.defs.fill_model.compute import (HORIZON_S, bar_touch_samples, calibration,
-                                                     expected_calibration_error, fill_samples, fit_fill_model,
-                                                     held_out, BAR_TOUCH, TAPE)
+from sofia_pipelines.defs.fill_model.compute import (BAR_TOUCH, TAPE, calibration, expected_calibration_error,
+                                                     fill_samples_by_input, fit_fill_model, held_out)
 from sofia_pipelines.market_inputs import gaps_check, gaps_metadata, read_gaps, write_gaps
 from sofia_pipelines.metadata import png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
@@ -37,31 +36,6 @@ def calibration_png(table: pl.DataFrame):
     ax.set_xlabel("predicted p(fill)")
     ax.set_ylabel("observed fill rate (held-out hours)")
     return fig
-
-
-def fill_samples_by_input(books: pl.DataFrame, trades: pl.DataFrame, candles: pl.DataFrame
-                          ) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
-    """The tape's samples for every venue-symbol with books and trades, bar-touch samples from candles for
-    those without, and (venue, symbol, reason) for what has neither."""
-    traded = trades.select("venue", "symbol").unique()
-    tape = fill_samples(books.join(traded, on=["venue", "symbol"], how="semi"), trades, HORIZON_S)
-    covered = tape.select("venue", "symbol").unique() if tape.height else traded.clear()
-    bars = bar_touch_samples(candles.join(covered, on=["venue", "symbol"], how="anti"))
-    samples = pl.concat([s for s in (tape, bars) if s.height], how="vertical_relaxed") if tape.height or bars.height \
-        else pl.DataFrame()
-    sampled = samples.select("venue", "symbol").unique() if samples.height else covered
-    seen = pl.concat([f.select("venue", "symbol") for f in (books, trades, candles)]).unique()
-    gaps = []
-    for venue, symbol in seen.join(sampled, on=["venue", "symbol"], how="anti").sort("venue", "symbol").iter_rows():
-        has = {name for name, f in (("books", books), ("trades", trades), ("candles", candles))
-               if f.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).height}
-        reason = ("books and trades, but too short a tape for a volatility estimate (3 minutes, or 30 s of "
-                  "10-second mids)" if {"books", "trades"} <= has else
-                  "books without trades and no candles" if has == {"books"} else
-                  "candles give no usable bar pairs (zero-volume, gaps or zero spread estimate)" if "candles" in has
-                  else f"only {', '.join(sorted(has))}: neither a tape nor candles to fit on")
-        gaps.append((venue, symbol, reason))
-    return samples, gaps
 
 
 @dg.asset(key="fill_model", partitions_def=daily_partitions, group_name="fill_model", kinds={"duckdb", "scipy"},

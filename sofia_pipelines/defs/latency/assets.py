@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from sofia_pipelines.analytics_io import read_mart, trailing_window
 from sofia_pipelines.defs.latency.compute import (LATENCY_HEATMAP, hourly_tape_latency, latency_heatmap,
-                                                  route_table, venue_costs)
+                                                  route_gaps, route_table, venue_costs)
 from sofia_pipelines.market_inputs import (LATENCY_FROM_TAPE, gaps_check, gaps_metadata, tape_latency_samples,
                                            with_spread, write_gaps)
 from sofia_pipelines.metadata import png_markdown, preview
@@ -72,34 +72,6 @@ def latency_heatmap_asset(context: dg.AssetExecutionContext, warehouse: DuckDBRe
 
 
 latency_heatmap_inputs_complete = gaps_check("latency_heatmap")
-
-
-def route_gaps(liquidity: pl.DataFrame, fees: pl.DataFrame, markets: pl.DataFrame,
-               routes: pl.DataFrame) -> list[tuple[str, str, str]]:
-    """(venue, symbol, reason) for each market the route table could not cost in some hour, from what was absent."""
-    taker = fees.filter(pl.col("selected")).select("venue", "symbol").unique()
-    priced = liquidity.filter(pl.col("spread_bps").is_not_null())
-    routed_hours = {s: set(h) for s, h in routes.group_by("symbol").agg(pl.col("hour").unique()).iter_rows()}
-    gaps = []
-    for venue, symbol in markets.select("venue", "symbol").unique().sort("venue", "symbol").iter_rows():
-        mine = liquidity.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))
-        if mine.is_empty():
-            gaps.append((venue, symbol, "no candles or books in the trailing week"))
-        elif taker.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).is_empty():
-            gaps.append((venue, symbol, "no selected taker fee in fee_table"))
-        else:
-            routed = routed_hours.get(symbol, set())
-            seen = set(mine["hour"].dt.hour().to_list())
-            hours = set(priced.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))["hour"]
-                        .dt.hour().to_list())
-            no_data = sorted(set(range(24)) - seen - routed)
-            no_spread = sorted(seen - hours - routed)
-            if no_data:
-                gaps.append((venue, symbol, f"no market data in UTC hours {no_data} of the trailing week"))
-            elif no_spread:
-                gaps.append((venue, symbol, f"no spread (no books, too few candles to estimate) in UTC hours "
-                                            f"{no_spread}"))
-    return gaps
 
 
 @dg.asset(key="route_table", partitions_def=daily_partitions, group_name=GROUP, kinds={"duckdb", "polars"},

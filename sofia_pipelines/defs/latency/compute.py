@@ -108,3 +108,31 @@ def route_table(costs: pl.DataFrame, notional_usd: float) -> pl.DataFrame:
                                pl.lit(notional_usd).alias("notional_usd"))
            .join(pl.DataFrame({"side": ["buy", "sell"]}), how="cross").sort("symbol", "side", "hour"))
     return ROUTE_TABLE.conform(out, "route_table")
+
+
+def route_gaps(liquidity: pl.DataFrame, fees: pl.DataFrame, markets: pl.DataFrame,
+               routes: pl.DataFrame) -> list[tuple[str, str, str]]:
+    """(venue, symbol, reason) for each market the route table could not cost in some hour, from what was absent."""
+    taker = fees.filter(pl.col("selected")).select("venue", "symbol").unique()
+    priced = liquidity.filter(pl.col("spread_bps").is_not_null())
+    routed_hours = {s: set(h) for s, h in routes.group_by("symbol").agg(pl.col("hour").unique()).iter_rows()}
+    gaps = []
+    for venue, symbol in markets.select("venue", "symbol").unique().sort("venue", "symbol").iter_rows():
+        mine = liquidity.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))
+        if mine.is_empty():
+            gaps.append((venue, symbol, "no candles or books in the trailing week"))
+        elif taker.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)).is_empty():
+            gaps.append((venue, symbol, "no selected taker fee in fee_table"))
+        else:
+            routed = routed_hours.get(symbol, set())
+            seen = set(mine["hour"].dt.hour().to_list())
+            hours = set(priced.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol))["hour"]
+                        .dt.hour().to_list())
+            no_data = sorted(set(range(24)) - seen - routed)
+            no_spread = sorted(seen - hours - routed)
+            if no_data:
+                gaps.append((venue, symbol, f"no market data in UTC hours {no_data} of the trailing week"))
+            elif no_spread:
+                gaps.append((venue, symbol, f"no spread (no books, too few candles to estimate) in UTC hours "
+                                            f"{no_spread}"))
+    return gaps
