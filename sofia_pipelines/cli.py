@@ -45,9 +45,12 @@ def _print_graph_summary(summary) -> None:
     for name, partitions, rows, seconds in summary_rows(summary):
         table.add_row(name, str(partitions), f"{rows:,}", f"{seconds:.1f}")
     console.print(table)
-    console.print(f"asset checks passed: {summary.checks_passed}, failed: {len(summary.checks_failed)}")
+    console.print(f"asset checks passed: {summary.checks_passed}, failed: {len(summary.checks_failed)}, "
+                  f"warnings: {len(summary.checks_warned)}")
     for failed in summary.checks_failed:
         console.print(f"  [red]failed[/red] {failed}")
+    for warned in summary.checks_warned:
+        console.print(f"  [yellow]warning[/yellow] {warned[:300]}")
     for skipped in summary.skipped:
         console.print(f"  [yellow]skipped[/yellow] {skipped}")
     for failed in summary.failed_runs:

@@ -22,7 +22,8 @@ class AssetSummary:
 class GraphRunSummary:
     assets: dict[str, AssetSummary] = field(default_factory=lambda: defaultdict(AssetSummary))
     checks_passed: int = 0
-    checks_failed: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)  # checks of ERROR severity
+    checks_warned: list[str] = field(default_factory=list)  # WARN checks that failed, with their description
     wall_seconds: float = 0.0
     run_ids: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)  # run id, partition and the failed steps' errors
@@ -206,11 +207,13 @@ def _collect(result: dg.ExecuteInProcessResult, partition_key: str, summary: Gra
         # a multi-asset step (dbt) shares its time among the assets it materialized
         entry.seconds += step_seconds.get(mat.step_key, 0.0) / assets_per_step[mat.step_key]
     for evaluation in result.get_asset_check_evaluations():
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} [{partition_key}]"
         if evaluation.passed:
             summary.checks_passed += 1
+        elif evaluation.severity == dg.AssetCheckSeverity.WARN:  # says what could not be computed, and why
+            summary.checks_warned.append(f"{name}: {evaluation.description or 'no reason given'}")
         else:
-            summary.checks_failed.append(
-                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} [{partition_key}]")
+            summary.checks_failed.append(name)
 
 
 def summary_rows(summary: GraphRunSummary) -> Sequence[tuple[str, int, int, float]]:

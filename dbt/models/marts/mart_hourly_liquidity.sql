@@ -23,7 +23,8 @@ WITH books AS (
     FROM (SELECT *, lag(closes[-1]) OVER (PARTITION BY venue, symbol ORDER BY hour) AS prev_close
           FROM candle_hours)
 ), trades AS (
-    SELECT venue, symbol, date_trunc('hour', ts) AS hour, count(*) AS trades
+    SELECT venue, symbol, date_trunc('hour', ts) AS hour, count(*) AS trades,
+           sum(amount) AS trade_volume_base, sum(amount * price) AS trade_volume_quote
     FROM {{ ref('stg_trades') }} WHERE {{ in_window('ts') }} GROUP BY ALL
 ), fx AS (
     SELECT date_trunc('hour', ts) AS hour, avg(rate) AS usd_try
@@ -54,7 +55,12 @@ WITH books AS (
 ), priced AS (
     -- quote currency per USD: USD stablecoins at par, TRY through USD/TRY (raw.fx), any other quote (or TRY
     -- without raw.fx) through a cross in the same data for that hour; else null, and usd_method says why
-    SELECT j.*, coalesce(t.trades, 0) AS trades,
+    -- volume from the candles, else from the public trades of the hour (a tape without candles); null with neither
+    SELECT j.* EXCLUDE (volume_base, volume_quote), coalesce(t.trades, 0) AS trades,
+           coalesce(j.volume_base, t.trade_volume_base) AS volume_base,
+           coalesce(j.volume_quote, t.trade_volume_quote) AS volume_quote,
+           CASE WHEN j.volume_base IS NOT NULL THEN 'candles'
+                WHEN t.trade_volume_base IS NOT NULL THEN 'trades' END AS volume_source,
            CASE WHEN j.quote IN {{ usd_at_par }} THEN 1.0
                 WHEN j.quote = 'TRY' AND fx.usd_try IS NOT NULL THEN fx.usd_try
                 ELSE 1.0 / x.usd_per_unit END AS quote_per_usd,
@@ -70,7 +76,6 @@ WITH books AS (
 )
 SELECT venue, symbol, market, hour, mid_mean, spread_bps_mean, spread_bps_p50,
        depth_quote_mean / quote_per_usd AS depth_usd_mean,
-       coalesce(volume_base, 0) AS volume_base,
-       coalesce(volume_quote, 0) / quote_per_usd AS volume_usd, quote_per_usd, usd_method,
+       volume_base, volume_quote / quote_per_usd AS volume_usd, volume_source, quote_per_usd, usd_method,
        trades, volatility_1m, candle_timeframe, n_books
 FROM priced
