@@ -156,8 +156,8 @@ class Drill:
             raise DrillError(f"cannot set the drill's order flow from the CURRENT snapshot: {exc}") from None
         why = order_flow.WHY
         if "mm_lite" in sections:
-            why += (f"; mm_lite quotes {', '.join(sections['mm_lite']['symbols'])}, two quotes per venue within "
-                    f"limits.max_open_orders_total {user.limits.max_open_orders_total}")
+            why += (f"; mm_lite quotes {', '.join(sections['mm_lite']['symbols'])}: two quotes per venue within half "
+                    f"of limits.max_open_orders_total {user.limits.max_open_orders_total}")
         return {"overrides": sections, "why": why, "user_config": str(path) if path.exists() else None,
                 "drill_configs": str(self.data / "chaos" / f"chaos-<scenario>-{self.stamp}" / "runtime.yaml"),
                 "environment_ignored": order_flow.environment_overrides(sections)}

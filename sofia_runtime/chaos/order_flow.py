@@ -3,10 +3,12 @@ a real snapshot the default gate passes almost no maker quote (a quote's edge ra
 drill that sends no order proves nothing. So each scenario's runtime gets, in the drill's own configuration file
 (never the user's):
 - a gate under which every decision whose EV is a number passes (the EV is still computed and journaled);
-- mm_lite: only as many symbols as the open-order limit can hold two quotes for, those on the most venues first
-  and the stale_data venue's among them. Every quote passing, quotes on every instrument would fill the limit
-  (`limits.max_open_orders_total`) with whichever venues came first, and a venue whose quotes were cancelled
-  while its data was stale would find no room to quote again. The limit itself is the user's.
+- mm_lite: only as many symbols as half the open-order limit (`limits.max_open_orders_total`, the user's) holds
+  two quotes per venue for, the stale_data venue's first, then those on the most venues. Every quote passing,
+  quotes on every instrument would fill the limit with whichever venues came first: a venue whose quotes were
+  cancelled while its data was stale would find no room to quote again, and once quotes whose cancel failed (a
+  timeout, a 429) hold the limit, no order goes out between the failing cancels and the breaker counts them as
+  failing in a row. The other half is the room for those.
 A live drill changes nothing: it trades the router's --order under the gate as configured.
 """
 
@@ -21,11 +23,11 @@ WHY = ("paper: gate.threshold_usd -1e6 USD, so every decision whose EV is a numb
        "steady flow of orders (the EV is journaled with each decision)")
 
 
-def quoted_symbols(schedule: pl.DataFrame, markets: pl.DataFrame, max_open_orders: int, first_venue: str | None,
+def quoted_symbols(schedule: pl.DataFrame, markets: pl.DataFrame, max_quotes: int, first_venue: str | None,
                    only_venue: str | None = None, symbols: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The symbols mm_lite quotes in the drill: of the pairs active in the session `schedule` at some hour and
     listed in `markets` (restricted to `only_venue` and `symbols` when given), whole symbols while two quotes per
-    pair fit under `max_open_orders`; symbols on `first_venue` first, then those on more venues, then by name. At
+    pair fit in `max_quotes`; symbols on `first_venue` first, then those on more venues, then by name. At
     least one symbol when there is any."""
     pairs = (schedule.filter(pl.col("active")).select("venue", "symbol").unique()
              .join(markets.select("venue", "symbol").unique(), on=["venue", "symbol"]))
@@ -38,7 +40,7 @@ def quoted_symbols(schedule: pl.DataFrame, markets: pl.DataFrame, max_open_order
               .sort(["on_first", "venues", "symbol"], descending=[True, True, False]))
     chosen, quotes = [], 0
     for row in ranked.iter_rows(named=True):
-        if not chosen or quotes + 2 * row["venues"] <= max_open_orders:
+        if not chosen or quotes + 2 * row["venues"] <= max_quotes:
             chosen.append(row["symbol"])
             quotes += 2 * row["venues"]
     return chosen
@@ -53,7 +55,7 @@ def overrides(mode: str, strategy: str, snapshot_dir, user, first_venue: str | N
     if strategy == "mm_lite":
         schedule = pl.read_parquet(snapshot_dir / "session_schedule.parquet", columns=["venue", "symbol", "active"])
         markets = pl.read_parquet(snapshot_dir / "markets.parquet", columns=["venue", "symbol"])
-        out["mm_lite"] = {"symbols": quoted_symbols(schedule, markets, user.limits.max_open_orders_total,
+        out["mm_lite"] = {"symbols": quoted_symbols(schedule, markets, user.limits.max_open_orders_total // 2,
                                                     first_venue, user.venue, user.mm_lite.symbols)}
     return out
 

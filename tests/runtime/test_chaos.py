@@ -412,7 +412,7 @@ def test_the_drill_brings_its_own_order_flow_where_the_configured_gate_passes_no
     flow = report["order_flow"]
     assert flow["overrides"]["gate"] == {"threshold_usd": -1e6} and flow["user_config"] == str(user)
     quoted = flow["overrides"]["mm_lite"]["symbols"]
-    assert quoted and set(quoted) <= {SPOT, PERP}  # both venues' quotes fit under the open-order limit (40)
+    assert sorted(quoted) == sorted({SPOT, PERP})  # two venues' quotes on both: 8 of half the open-order limit (40)
     assert flow["environment_ignored"] == ["SOFIA_RUNTIME_GATE__THRESHOLD_USD"]
     assert "order flow: paper: gate.threshold_usd -1e6 USD" in proc.stdout and "is not changed" in proc.stdout
     assert user.read_bytes() == before
