@@ -97,9 +97,6 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
     the reason begins "no " (an absent input, not a failed rule); a spread cap failed on the estimate says so.
     Depth (books only) and latency (private REST probes, else the tape's feed delay) are judged where they exist;
     where absent their rule is not applied and `inputs` says so."""
-    if "candle_timeframe" in liquidity.columns:  # the mart's volume is 0, not null, for an hour without candles
-        liquidity = liquidity.with_columns(pl.when(pl.col("candle_timeframe").is_not_null())
-                                           .then(pl.col("volume_usd")).alias("volume_usd"))
     hourly = _with_spread_columns(liquidity).group_by(
         "venue", "symbol", pl.col("hour").dt.hour().cast(pl.Int64).alias("hour")).agg(
         pl.col("volume_usd").mean().alias("volume_usd"), pl.col("depth_usd_mean").mean().alias("depth_usd"),
@@ -114,7 +111,7 @@ def session_schedule(liquidity: pl.DataFrame, latency: pl.DataFrame, rankings: p
     df = hourly.join(lat, on=["venue", "hour"], how="left").join(
         rankings.select("venue", "symbol", "score"), on=["venue", "symbol"], how="left")
     failures = [
-        (pl.col("volume_usd").is_null(), "no volume in USD (no candles, or a quote without a USD value)"),
+        (pl.col("volume_usd").is_null(), "no volume in USD (no candles or trades, or a quote without a USD value)"),
         (pl.col("spread_bps").is_null(), "no spread (no books, too few candles to estimate)"),
         (pl.col("volume_usd") < rules.min_volume_usd_per_hour, "volume below minimum"),
         (pl.col("depth_usd") < rules.min_depth_usd, "depth below minimum"),

@@ -56,7 +56,7 @@ def test_absent_depth_and_latency_are_not_judged_and_an_estimated_spread_says_so
     s = session_schedule(liq, none, ranks, ScheduleRules()).sort("hour")
     assert s["active"].to_list() == [True, False, False]
     assert s["reason"].to_list() == ["liquid, cheap and fast", "spread above cap (estimated from candles: no books)",
-                                     "no volume in USD (no candles, or a quote without a USD value)"]
+                                     "no volume in USD (no candles or trades, or a quote without a USD value)"]
     assert set(s["inputs"]) == {"rules not applied (input absent): depth (no books), latency and error rate "
                                 "(no probes or tape times)"}
     assert absent_input_only(s).to_list() == [False, True, True]
