@@ -249,6 +249,9 @@ def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | 
         if df_schema != schema.polars_schema:
             raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} schema {dict(df_schema)} is not "
                                 f"{dict(schema.polars_schema)}")
+        if entry["columns"] != list(df_schema):  # a manifest that misdescribes its file is not the one written
+            raise SnapshotError(f"snapshot {manifest['snapshot_id']}: {name} has columns {list(df_schema)}, "
+                                f"manifest says {entry['columns']}")
         if name in ON_DISK:
             files[name] = file
         else:

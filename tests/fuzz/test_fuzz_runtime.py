@@ -275,6 +275,20 @@ def test_a_created_at_the_readers_cannot_parse_is_refused(snapshot, created_at):
         (folder / "manifest.json").write_bytes(valid)
 
 
+@pytest.mark.parametrize("columns", [[], ["venue"], list(reversed(ALL_TABLES["fee_table"].columns))])
+def test_a_manifest_whose_columns_are_not_the_files_is_refused(snapshot, columns):
+    """The manifest's columns were never compared with the file's: `"columns": []` loaded."""
+    folder, valid = snapshot
+    manifest = json.loads(valid)
+    manifest["tables"]["fee_table"]["columns"] = columns
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        with pytest.raises(SnapshotError, match=r"fee_table has columns \['venue', .*manifest says"):
+            load_snapshot(folder)
+    finally:
+        (folder / "manifest.json").write_bytes(valid)
+
+
 def test_row_counts_must_be_integers_not_true(snapshot):
     folder, valid = snapshot
     manifest = json.loads(valid)

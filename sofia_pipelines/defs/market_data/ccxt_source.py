@@ -28,6 +28,18 @@ def _ts(ms) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
 
 
+def _fetch(ex: ccxt.Exchange, method: str, symbol: str, **kwargs):
+    """`ex.<method>(symbol, …)`. A response ccxt's own parser trips on (a field of the wrong type: TypeError,
+    KeyError …) is a ccxt.BadResponse naming the venue, call and symbol, as the responses ccxt refuses itself are."""
+    try:
+        return getattr(ex, method)(symbol, **kwargs)
+    except ccxt.BaseError:
+        raise
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ccxt.BadResponse(f"{ex.id} {method} {symbol}: the response does not parse: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+
 class CcxtSource:
     def __init__(self, venues: Sequence[str], exchanges: dict[str, ccxt.Exchange] | None = None,
                  symbols: Sequence[str] | None = None, days: int = 7, clock: Callable[[], float] = time.time):
@@ -79,7 +91,7 @@ class CcxtSource:
         for symbol in self.symbols(venue):
             market, since = self._market(venue, symbol), _ms(start)
             while since < _ms(end):
-                page = ex.fetch_ohlcv(symbol, "1m", since=since, limit=PAGE)
+                page = _fetch(ex, "fetch_ohlcv", symbol, timeframe="1m", since=since, limit=PAGE)
                 if not page or page[-1][0] < since:
                     break
                 out += [(venue, symbol, market, "1m", _ts(t), o, h, l, c, v) for t, o, h, l, c, v in page]
@@ -91,7 +103,7 @@ class CcxtSource:
         for symbol in self.symbols(venue):
             market, since = self._market(venue, symbol), _ms(start)
             while since < _ms(end):
-                page = ex.fetch_trades(symbol, since=since, limit=PAGE)
+                page = _fetch(ex, "fetch_trades", symbol, since=since, limit=PAGE)
                 if not page or page[-1]["timestamp"] < since:
                     break
                 out += [(venue, symbol, market, _ts(t["timestamp"]), str(t["id"]), t["side"], t["price"], t["amount"])
@@ -106,14 +118,14 @@ class CcxtSource:
         for symbol in self.symbols(venue):
             if self._market(venue, symbol) != "perp":
                 continue
-            history = ex.fetch_funding_rate_history(symbol, since=_ms(start), limit=PAGE)
+            history = _fetch(ex, "fetch_funding_rate_history", symbol, since=_ms(start), limit=PAGE)
             out += [(venue, symbol, _ts(h["timestamp"]), h["fundingRate"]) for h in history]
         return out
 
     def _books(self, venue, start, end):
         ex, out = self.exchange(venue), []
         for symbol in self.symbols(venue):
-            book = ex.fetch_order_book(symbol, limit=5)
+            book = _fetch(ex, "fetch_order_book", symbol, limit=5)
             if not book["bids"] or not book["asks"]:
                 continue
             taken = book["timestamp"] or int(self._clock() * 1000)
