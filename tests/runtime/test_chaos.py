@@ -25,7 +25,8 @@ import yaml
 from fake_binance import running_fake_binance
 from runtime_support import PERP, SPOT, RuntimeData
 
-from sofia_runtime.chaos import SCENARIOS, FaultyVenue, Verdict, judge, read_fault_log, stale_market_data
+from sofia_runtime.chaos import (DRILL_GATE, SCENARIOS, FaultyVenue, Verdict, judge, order_flow, quoted_symbols,
+                                 read_fault_log, stale_market_data)
 from sofia_runtime.chaos_proxy import ProxyFaults, running_proxy
 from sofia_runtime.config import ChaosConfig
 from sofia_runtime.exchange import base
@@ -201,6 +202,30 @@ def test_the_verdict_fails_on_a_duplicate_a_lost_fill_and_an_unexpected_pause():
     assert "filled: journal fills 0 venue 0.01" in problem["detail"] and "order id" in problem["detail"]
     assert verdict.auto_pause and any("auto-pause fired, expected none" in f for f in verdict.failures)
     assert verdict.recovery_s == 2.0  # the timeout at :01, the ack at :03
+
+
+def test_the_drills_order_flow_quotes_what_half_the_open_order_limit_holds_and_keeps_the_users_other_fields():
+    schedule = pl.DataFrame([{"venue": v, "symbol": s, "active": a} for v, s, a in (
+        ("binance", "BTC/USDT", True), ("okx", "BTC/USDT", True), ("bybit", "BTC/USDT", True),
+        ("okx", "ETH/USDT", True), ("bybit", "ETH/USDT", True), ("binance", "SOL/USDT", True),
+        ("binance", "XRP/USDT", False), ("okx", "DOGE/USDT", True))])
+    markets = schedule.filter(pl.col("symbol") != "DOGE/USDT").select("venue", "symbol")  # no market: never quoted
+    # the stale venue's symbols first, then those on more venues; two quotes per pair within the budget
+    assert quoted_symbols(schedule, markets, 20, "binance") == ["BTC/USDT", "SOL/USDT", "ETH/USDT"]
+    assert quoted_symbols(schedule, markets, 8, "binance") == ["BTC/USDT", "SOL/USDT"]  # 6 + 2; ETH's 4 do not fit
+    assert quoted_symbols(schedule, markets, 10, "okx") == ["BTC/USDT", "ETH/USDT"]  # okx's first, SOL's 2 left out
+    assert quoted_symbols(schedule, markets, 2, "okx") == ["BTC/USDT"]  # at least one symbol, even over the budget
+    assert quoted_symbols(schedule, markets, 20, "okx", only_venue="okx") == ["BTC/USDT", "ETH/USDT"]
+    assert quoted_symbols(schedule, markets, 20, "binance", symbols=["ETH/USDT"]) == ["ETH/USDT"]
+    assert quoted_symbols(schedule.head(0), markets, 20, "binance") == []
+
+    user = {"gate": {"threshold_usd": 1000.0, "horizon_s": 20.0}, "limits": {"stale_after_s": 3.0}}
+    assert order_flow.apply(user, {"gate": DRILL_GATE, "mm_lite": {"symbols": ["BTC/USDT"]}}) == {
+        "gate": {"threshold_usd": -1e6, "horizon_s": 20.0}, "limits": {"stale_after_s": 3.0},
+        "mm_lite": {"symbols": ["BTC/USDT"]}}
+    assert user["gate"]["threshold_usd"] == 1000.0  # the user's mapping is not changed
+    env = {"SOFIA_RUNTIME_GATE__THRESHOLD_USD": "5", "SOFIA_RUNTIME_GATE__HORIZON_S": "9", "SOFIA_DATA_DIR": "/x"}
+    assert order_flow.environment_overrides({"gate": DRILL_GATE}, env) == ["SOFIA_RUNTIME_GATE__THRESHOLD_USD"]
 
 
 # --- the proxy ------------------------------------------------------------------------------------------------------
