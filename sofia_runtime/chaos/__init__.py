@@ -3,8 +3,8 @@ and `sofia-runtime chaos` (`drill`, a parent process), which runs the runtime th
 `order_flow` of its own and judges what it did from the journal and the venue's own record (`verdict`).
 
 Imports run one way: the runner imports `inject` only; `drill` imports `inject`, `scenarios`, `order_flow`,
-`verdict` and the runner's pieces it needs. The names below are resolved on first use, so importing `inject` (the runtime does,
-for every chaos run) never loads the drill.
+`verdict` and the runner's pieces it needs. The names below are resolved on first use, so importing `inject` (the
+runtime does, for every chaos run) never loads the drill.
 """
 
 from __future__ import annotations

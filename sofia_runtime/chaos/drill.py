@@ -167,7 +167,8 @@ class Drill:
         where = (f"; written to the drill's own {flow['drill_configs']}, your configuration "
                  f"{flow['user_config'] or '(none)'} is not changed" if flow["overrides"] else "")
         ignored = flow.get("environment_ignored")
-        return f"order flow: {flow['why']}{where}" + (f"; ignored for the drill: {', '.join(ignored)}" if ignored else "")
+        return f"order flow: {flow['why']}{where}" + (f"; ignored for the drill: {', '.join(ignored)}" if ignored
+                                                      else "")
 
     def _base_config(self) -> dict:
         import yaml
