@@ -218,6 +218,31 @@ def _seeds(holdout: Path) -> dict[str, tuple[str, bytes]]:
         "binance trades csv": ("BNBUSDT-trades-2020-03-08.csv",
                                b"51175358,17.8,5.69,101.2,1583709433583,True,True\n"
                                b"51175359,17.81,1.5,26.7,1583709433590,False,True\n"),
+        "binance aggTrades csv": ("ETHBTC-aggTrades-2020-12-25.csv",
+                                  b"0,0.20000000,50.00000000,0,0,1608872400000,False,True\n"
+                                  b"1,0.20000100,1.00000000,1,3,1608872400001,True,True\n"),
+        "binance bookTicker csv": ("BTCUSDT-bookTicker-2023-01-01.csv",
+                                   b"update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,"
+                                   b"transaction_time,event_time\n2418637252553,16537.5,3.5,16537.6,10.1,1672531200003,"
+                                   b"1672531200008\n2418637252700,16537.4,1.0,16537.6,9.0,1672531200150,1672531200155\n"),
+        "binance fundingRate csv": ("BTCUSDT-fundingRate-2023-01.csv",
+                                    b"calc_time,funding_interval_hours,last_funding_rate\n1672531200000,8,0.00010000\n"
+                                    b"1672560000000,8,-0.00002345\n"),
+        # the real file's snapshot holds asks only: a bid added, so that a book exists
+        "tardis incremental L2 csv": ("tardis_deribit_incremental_book_L2_BTC-PERPETUAL.csv", _head(
+            nautilus / "tardis__deribit_incremental_book_L2_BTC-PERPETUAL.csv", 3)
+            + b"deribit,BTC-PERPETUAL,1585699200245000,1585699200355684,true,bid,6421,500\n"),
+        "freqtrade trades json": ("binance/XRP_ETH-trades.json", json.dumps(
+            [[t["timestamp"], t["id"], None, t["side"], t["price"], t["amount"], t["cost"]] for t in trades]).encode()),
+        "okx funding json": ("okx_funding.json", (nautilus / "okx__test_data__http_get_funding_rate_history.json")
+                             .read_bytes()),
+        "bybit funding json": ("bybit_funding.json", (nautilus / "bybit__test_data__http_get_funding_history.json")
+                               .read_bytes()),
+        "binance funding json": ("binance_funding.json", (
+            nautilus / "binance__resources__http_responses__http_futures_market_funding_rate.json").read_bytes()),
+        "hyperliquid funding json": ("hyperliquid_funding.json", (
+            nautilus / "hyperliquid__test_data__http_funding_history.json").read_bytes()),
+        "ohlcv csv.gz": ("ohlcv/binance/XRP_ETH/1m.csv.gz", gzip.compress(candles.write_csv().encode(), mtime=0)),
     }
 
 
@@ -285,12 +310,12 @@ def _check_source(fmt: str, rel: str, raw: bytes, base: Path) -> None:
 # crash -> (exception types, (file, function) it is raised through, what it is): in files.py and formats/*, being
 # finished elsewhere; each has a strict expected failure below
 KNOWN_SOURCE_CRASHES = {
-    "damaged_columnar": ((OSError, ValueError), ("formats/columns.py", None),
+    "damaged_columnar": ((OSError, ValueError), [("formats/columns.py", None)],
                          "a damaged Parquet or Feather file (cut short, a byte changed, only its magic bytes) raises "
                          "pyarrow's ArrowInvalid or OSError from formats/columns.py, not a SchemaError naming it"),
-    "nested_json": ((RecursionError,), ("fees/markets.py", "_market_dump"),
-                    "a .json nested 100,000 deep raises RecursionError from fees/markets.py _market_dump while the "
-                    "source looks for ccxt markets dumps"),
+    "nested_json": ((RecursionError,), [("fees/markets.py", "_market_dump"), ("formats/ccxt_json.py", "_load")],
+                    "a .json nested 100,000 deep raises RecursionError: an object from fees/markets.py _market_dump "
+                    "(looking for ccxt markets dumps), a list from formats/ccxt_json.py _load"),
 }
 
 
@@ -300,8 +325,9 @@ def _source_crash(fmt: str, exc: BaseException) -> str | None:
     while tb is not None:
         frames.append((tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name))
         tb = tb.tb_next
-    for crash, (kinds, (file, function), _) in KNOWN_SOURCE_CRASHES.items():
-        if isinstance(exc, kinds) and any(f.endswith(file) and function in (None, name) for f, name in frames):
+    for crash, (kinds, places, _) in KNOWN_SOURCE_CRASHES.items():
+        if isinstance(exc, kinds) and any(f.endswith(file) and function in (None, name) for f, name in frames
+                                          for file, function in places):
             return f"{fmt}: {crash}"
     return None
 
@@ -331,13 +357,20 @@ def test_a_feather_file_cut_to_its_magic_is_a_schema_error_naming_it(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, raises=RecursionError, reason=KNOWN_SOURCE_CRASHES["nested_json"][2])
-def test_a_json_file_nested_too_deeply_is_a_schema_error_naming_it(tmp_path):
-    _source_error(tmp_path, "ohlcv/binance/XRP_ETH/1m.json", b'{"a":' * 100_000)
+@pytest.mark.parametrize("text", [b'{"a":' * 100_000, b"[" * 100_000])
+def test_a_json_file_nested_too_deeply_is_a_schema_error_naming_it(tmp_path, text):
+    _source_error(tmp_path, "ohlcv/binance/XRP_ETH/1m.json", text)
 
 
-@pytest.mark.parametrize("fmt", [
-    "ohlcv csv", "ohlcv parquet", "ohlcv ccxt json", "funding csv", "funding parquet", "ccxt trades json",
-    "tardis trades csv", "tardis book snapshot csv", "binance klines csv", "binance trades csv"])
+SOURCE_FORMATS = [
+    "ohlcv csv", "ohlcv csv.gz", "ohlcv parquet", "ohlcv ccxt json", "funding csv", "funding parquet",
+    "ccxt trades json", "freqtrade trades json", "okx funding json", "bybit funding json", "binance funding json",
+    "hyperliquid funding json", "tardis trades csv", "tardis book snapshot csv", "tardis incremental L2 csv",
+    "binance klines csv", "binance trades csv", "binance aggTrades csv", "binance bookTicker csv",
+    "binance fundingRate csv"]
+
+
+@pytest.mark.parametrize("fmt", SOURCE_FORMATS)
 @FEW
 @given(data=st.data())
 def test_a_bad_source_file_is_a_schema_error_naming_it(seeds, tmp_path_factory, fmt, data):
@@ -396,13 +429,19 @@ def _replay_session(body: bytes):
     return ReplaySession()
 
 
+_EXCHANGE: list = []
+
+
 def _ccxt_source(body: bytes, symbol: str):
     import ccxt
 
     from sofia_pipelines.defs.market_data.ccxt_source import CcxtSource
 
-    exchange = ccxt.binance({"enableRateLimit": False})
-    exchange.set_markets(json.loads((CCXT_FIXTURES / "binance_markets.json").read_text()))
+    if not _EXCHANGE:  # one exchange for every payload (building one and its markets is the slow part)
+        exchange = ccxt.binance({"enableRateLimit": False})
+        exchange.set_markets(json.loads((CCXT_FIXTURES / "binance_markets.json").read_text()))
+        _EXCHANGE.append(exchange)
+    exchange = _EXCHANGE[0]
     exchange.session = _replay_session(body)
     return CcxtSource(["binance"], exchanges={"binance": exchange}, symbols=[symbol])
 
@@ -480,3 +519,17 @@ def test_a_payload_ccxt_cannot_parse_is_a_bad_response_naming_the_call(table, bo
 
     with pytest.raises(ccxt.BadResponse, match=f"^binance {call}: the response does not parse: "):
         _ccxt_source(json.dumps(body).encode(), PAYLOADS[table][2]).load(table, *CCXT_WINDOW)
+
+
+@pytest.mark.parametrize("table", ["books", "funding"])
+def test_a_payload_cut_at_every_length_is_a_ccxt_or_schema_error(table):
+    text = json.dumps(PAYLOADS[table][1]).encode()
+    for n in range(len(text)):
+        _check_ccxt(table, text[:n])
+
+
+@pytest.mark.parametrize("name", ["inventory.yaml", "slo.yaml"])
+def test_a_config_file_cut_at_every_length_is_an_error_naming_it_or_loads(tmp_path, name):
+    (tmp_path / "markets.yaml").write_bytes(SHIPPED["markets.yaml"])
+    for n in range(0, len(SHIPPED[name]), 2):
+        _check_config(name, tmp_path, SHIPPED[name][:n])
