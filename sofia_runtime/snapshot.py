@@ -214,7 +214,14 @@ def current_id(serving_dir: Path) -> str:
     pointer = serving_dir / "CURRENT"
     if not pointer.exists():
         raise SnapshotError(f"no snapshot published: {pointer} does not exist (materialize serving_snapshot)")
-    return pointer.read_text().strip()
+    try:
+        snapshot_id = pointer.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"snapshot refused: {pointer}: unreadable: {exc}") from None
+    # a folder of the serving directory, nothing else: "/etc" or "../x" would point the runtime anywhere
+    if not snapshot_id or snapshot_id.startswith(".") or any(c in snapshot_id for c in "/\\\0\n"):
+        raise SnapshotError(f"snapshot refused: {pointer} names {snapshot_id[:80]!r}, not a snapshot folder")
+    return snapshot_id
 
 
 def load_snapshot(path: Path, max_age: timedelta | None = None, now: datetime | None = None) -> Snapshot:

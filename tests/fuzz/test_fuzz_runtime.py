@@ -20,11 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, nasty
+from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations, nasty
 from sofia_runtime.config import ConfigFileError, RuntimeConfig, load_config
 from sofia_runtime.control import PauseState, read_pause, write_pause
 from sofia_runtime.journal import Journal, JournalError, Problem, read_records, verify
-from sofia_runtime.snapshot import ALL_TABLES, SnapshotError, load_snapshot, read_manifest, write_snapshot_folder
+from sofia_runtime.snapshot import (ALL_TABLES, SnapshotError, SnapshotWatcher, current_id, load_snapshot, read_manifest,
+                                    write_snapshot_folder)
 
 KEY = b"fuzz-journal-key"
 
@@ -211,8 +212,31 @@ def snapshot(tmp_path_factory) -> tuple[Path, bytes]:
     return serving / sid, (serving / sid / "manifest.json").read_bytes()
 
 
-def _tables_changed(manifest: dict) -> dict:
-    return {**manifest, "tables": {**manifest["tables"], "fee_table": {**manifest["tables"]["fee_table"], "rows": 7}}}
+@FUZZ
+@given(data=st.data())
+def test_the_snapshot_watcher_survives_any_current_pointer(snapshot, data):
+    """The runtime follows CURRENT with SnapshotWatcher.poll: whatever CURRENT holds, it keeps what it had (here
+    nothing) and says why, never raises."""
+    folder, _ = snapshot
+    sid = folder.name.encode()
+    raw = data.draw(st.one_of(mutations(sid + b"\n"), st.binary(max_size=64), st.sampled_from(
+        [b"", b"\n", b"..", b".", b"/etc", b"../" + sid, sid + b"/..", b"\x00", b"\xff\xfe" + sid, b"a\nb", b"a" * 300])))
+    (folder.parent / "CURRENT").write_bytes(raw)
+    TRIED["snapshot.SnapshotWatcher.poll (CURRENT)"] += 1
+    watcher = SnapshotWatcher(folder.parent)
+    assert watcher.poll() is None  # an empty snapshot has nothing to trade, and nothing else is there
+    assert watcher.last_error
+
+
+@pytest.mark.parametrize("pointer, message", [(b"\xff\xfe", "unreadable"), (b"/etc", "not a snapshot folder"),
+                                              (b"../serving", "not a snapshot folder"), (b"", "not a snapshot folder")])
+def test_a_current_pointer_that_is_not_a_folder_name_is_refused(tmp_path, pointer, message):
+    """CURRENT not UTF-8 raised UnicodeDecodeError out of SnapshotWatcher.poll; "/etc" pointed it at /etc."""
+    (tmp_path / "CURRENT").write_bytes(pointer)
+    with pytest.raises(SnapshotError, match=f"^snapshot refused: {tmp_path / 'CURRENT'}.*{message}"):
+        current_id(tmp_path)
+    watcher = SnapshotWatcher(tmp_path)
+    assert watcher.poll() is None and message in watcher.last_error
 
 
 @FUZZ
