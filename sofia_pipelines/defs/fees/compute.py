@@ -74,16 +74,21 @@ def fee_table(markets: pl.DataFrame, overrides: Mapping, fetched: Mapping[tuple[
               static=ccxt_static_fees) -> pl.DataFrame:
     """One row per venue, symbol, tier and period. For each (venue, market) the override file's periods win; then
     fees fetched with keys (per symbol); then ccxt's static schedule for the venue; then the file's `default`.
-    `selected` marks, in each period, the tier the desk's 30-day volume reaches."""
+    Days before a market's first override period (real data older than the file's schedule) take that fallback,
+    in a period of its own that ends where the overrides begin, its `source` saying so. `selected` marks, in each
+    period, the tier the desk's 30-day volume reaches."""
     volume = float(overrides["desk_volume_30d_usd"])
     periods = override_periods(overrides)
     default = overrides.get("default")
     rows = []
     for m in markets.iter_rows(named=True):
         venue, symbol, market = m["venue"], m["symbol"], m["market"]
-        if (venue, market) in periods:
-            rows += _override_rows(m, periods[(venue, market)], volume)
-            continue
+        own = periods.get((venue, market))
+        if own:
+            rows += _override_rows(m, own, volume)
+            first = min(p["valid_from"] for p in own)
+            if first <= UNDATED:
+                continue
         maker_taker, source = fetched.get((venue, symbol)), f"fetch_trading_fees {venue}"
         if maker_taker is None:
             maker_taker, source = static(venue), f"ccxt static schedule {venue}"
@@ -94,8 +99,9 @@ def fee_table(markets: pl.DataFrame, overrides: Mapping, fetched: Mapping[tuple[
                              "and config/fees.yaml has no `default`")
         rows.append({"venue": venue, "symbol": symbol, "market": market, "tier": "default",
                      "min_volume_30d_usd": 0.0, "maker": maker_taker[0], "taker": maker_taker[1],
-                     "funding_interval_hours": None, "valid_from": UNDATED, "valid_to": None,
-                     "source": source, "selected": True})
+                     "funding_interval_hours": None, "valid_from": UNDATED, "valid_to": first if own else None,
+                     "source": f"{source} (before the override period from {first})" if own else source,
+                     "selected": True})
     if not rows:
         return FEE_TABLE.empty()
     return FEE_TABLE.conform(pl.DataFrame(rows, schema_overrides={"funding_interval_hours": pl.Float64,

@@ -28,9 +28,14 @@ OVERRIDES = {"desk_volume_30d_usd": 2_000_000, "checked": date(2026, 11, 1), "tr
 def test_override_beats_fetched_beats_static_and_tier_follows_volume():
     fetched = {("kraken", "BTC/USD"): (0.0016, 0.0026), ("binance", "BTC/USDT"): (0.5, 0.5)}
     df = fee_table(MARKETS, OVERRIDES, fetched, static=lambda venue: (0.0025, 0.004))
-    binance = df.filter(pl.col("venue") == "binance")
+    binance = df.filter((pl.col("venue") == "binance") & (pl.col("valid_from") == date(2024, 1, 1)))
     assert binance.height == 3 and binance.filter(pl.col("selected"))["tier"].to_list() == ["VIP1"]
     assert binance.filter(pl.col("selected"))["maker"][0] == 0.0009  # override, not the fetched 0.5
+    # the days before the override period (older data) take the next source, in a period that ends at the override
+    (before,) = df.filter((pl.col("venue") == "binance") & (pl.col("valid_from") < date(2024, 1, 1))).rows(named=True)
+    assert (before["maker"], before["valid_from"], before["valid_to"], before["selected"]) == (
+        0.5, date(2000, 1, 1), date(2024, 1, 1), True)
+    assert before["source"] == "fetch_trading_fees binance (before the override period from 2024-01-01)"
     kraken = df.filter(pl.col("venue") == "kraken").sort("symbol")
     assert kraken.select("maker", "taker").rows() == [(0.0016, 0.0026), (0.0025, 0.004)]
     assert kraken["source"].to_list() == ["fetch_trading_fees kraken", "ccxt static schedule kraken"]
@@ -42,13 +47,16 @@ def test_fee_schedule_lookup_and_decimal_amounts():
     schedule = FeeSchedule(fee_table(MARKETS, OVERRIDES, {}, static=lambda v: (0.002, 0.003)))
     assert schedule.rate("binance", "BTC/USDT", "maker", date(2026, 10, 1)) == 0.0009
     assert schedule.fee("okx", "BTC/USDT:USDT", "taker", date(2026, 10, 1), Decimal("10000")) == Decimal("5.00000000")
-    with pytest.raises(KeyError, match="no fee for binance BTC/USDT on 2023-06-01"):
-        schedule.rate("binance", "BTC/USDT", "taker", date(2023, 6, 1))
+    # 2023: before the file's schedule for binance spot; ccxt's static schedule (here 0.003) stands in
+    assert schedule.rate("binance", "BTC/USDT", "taker", date(2023, 6, 1)) == 0.003
+    assert schedule.rate("binance", "BTC/USDT", "taker", date(2024, 1, 1)) == 0.001
 
 
 def test_checked_in_config_covers_every_market_with_sane_fees():
     df = fee_table(markets_frame(load_yaml("markets.yaml")), load_yaml("fees.yaml"), {})
-    selected = df.filter(pl.col("selected"))
+    today = date(2026, 11, 1)
+    selected = df.filter(pl.col("selected") & (pl.col("valid_from") <= today)
+                         & (pl.col("valid_to").is_null() | (pl.col("valid_to") > today)))
     assert selected.group_by("venue", "symbol").len()["len"].max() == 1
     assert selected.height == 38
     assert selected.filter((pl.col("venue") == "bybit") & (pl.col("market") == "perp"))["taker"].unique().to_list() == [0.00055]
@@ -78,6 +86,7 @@ def test_effective_dated_overrides_keep_every_period():
     df = fee_table(MARKETS, _two_periods(), {}, static=lambda v: (0.002, 0.003))
     binance = df.filter(pl.col("venue") == "binance").sort("valid_from", "tier")
     assert binance.select("tier", "valid_from", "valid_to", "selected").rows() == [
+        ("default", date(2000, 1, 1), date(2024, 1, 1), True),  # before the file's periods: ccxt's static fee
         ("VIP0", date(2024, 1, 1), date(2026, 3, 1), True),   # the first period ends where the next starts
         ("VIP0", date(2026, 3, 1), None, False),
         ("VIP1", date(2026, 3, 1), None, True)]               # 2M of 30-day volume reaches VIP1 from March
@@ -86,8 +95,8 @@ def test_effective_dated_overrides_keep_every_period():
     assert schedule.rate("binance", "BTC/USDT", "taker", date(2026, 3, 1)) == 0.0009
     assert checks.markets_without_one_fee(MARKETS, df, date(2025, 6, 1)).is_empty()
     assert checks.markets_without_one_fee(MARKETS, df, date(2026, 10, 1)).is_empty()
-    missing = checks.markets_without_one_fee(MARKETS, df, date(2023, 6, 1))  # before any override period
-    assert missing.select("venue", "symbol").sort("venue").rows() == [("binance", "BTC/USDT"), ("okx", "BTC/USDT:USDT")]
+    # before any override period the fallback is in force: no market is without a fee on any day
+    assert checks.markets_without_one_fee(MARKETS, df, date(2023, 6, 1)).is_empty()
 
 
 def test_overlapping_override_periods_are_refused():

@@ -132,7 +132,8 @@ def test_markets_and_fees_for_real_files(data_dir, holdout):
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
     with duckdb.connect(str(paths.warehouse_path()), read_only=True) as conn:
         markets = read_window(conn, "analytics", MARKETS).sort("venue", "symbol")
-        fees = read_window(conn, "analytics", FEE_TABLE).filter(pl.col("selected")).sort("venue", "symbol")
+        fees = read_window(conn, "analytics", FEE_TABLE).filter(pl.col("selected") & pl.col("valid_to").is_null()) \
+            .sort("venue", "symbol")  # the fees in force now
     assert markets["symbol"].to_list() == ["XRP/ETH", "XRP/USDT:USDT", "ADA/BTC"]
     sources = dict(zip(markets["symbol"], markets["source"]))
     assert sources["XRP/USDT:USDT"].startswith("ccxt load_markets() binance: binance.json, precision in decimal places")
