@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations, nasty
@@ -531,3 +531,55 @@ def test_a_config_file_cut_at_every_length_is_an_error_naming_it_or_loads(tmp_pa
     (tmp_path / "markets.yaml").write_bytes(SHIPPED["markets.yaml"])
     for n in range(0, len(SHIPPED[name]), 2):
         _check_config(name, tmp_path, SHIPPED[name][:n])
+
+
+# --- ccxt markets dumps beside the data (read by the markets asset: sofia_pipelines/defs/fees/markets.py) -----------
+MARKETS_DUMP_CRASH = ("a markets dump whose market has a field of another type (limits.amount a number, precision "
+                      "a string, limits.amount.min 'abc', a list for quote) raises AttributeError, ValueError, "
+                      "TypeError or polars' ComputeError from dump_markets, not a SchemaError naming the file")
+
+
+@pytest.fixture(scope="module")
+def markets_dump(holdout) -> dict:
+    return json.loads((holdout / "ccxt" / "markets" / "binance.json").read_text())
+
+
+def _dump_with(dump: dict, symbol: str, path: tuple, value) -> dict:
+    edited = copy.deepcopy(dump)
+    node = edited[symbol]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return edited
+
+
+def _dump_markets(dump: dict, symbol: str, origin: Path):
+    from sofia_pipelines.defs.fees.markets import dump_markets
+
+    TRIED["markets dump: fees.markets.dump_markets"] += 1
+    try:
+        return dump_markets("binance", origin, dump, [symbol])
+    except SchemaError as exc:
+        assert str(exc).startswith(str(origin)), exc
+
+
+@pytest.mark.xfail(strict=True, reason=MARKETS_DUMP_CRASH)
+@settings(FUZZ, phases=[Phase.generate])  # stops at the first crash: no shrinking while it is expected
+@given(data=st.data())
+def test_a_bad_markets_dump_is_a_schema_error_naming_it(markets_dump, data):
+    symbol = "BTC/USDT"
+    entry = {k: v for k, v in markets_dump[symbol].items() if k != "info"}
+    path = data.draw(st.sampled_from([p for p in _paths(entry) if p]))
+    _dump_markets(_dump_with(markets_dump, symbol, path, data.draw(json_values)), symbol, Path("/data/binance.json"))
+
+
+@pytest.mark.xfail(strict=True, raises=(AttributeError, ValueError, TypeError), reason=MARKETS_DUMP_CRASH)
+@pytest.mark.parametrize("path, value", [(("limits", "amount"), 2**70), (("precision",), "abc"),
+                                         (("limits", "amount", "min"), "abc")])
+def test_a_markets_dump_field_of_another_type_is_a_schema_error_naming_it(markets_dump, path, value):
+    with pytest.raises(SchemaError, match="^/data/binance.json"):
+        _dump_markets(_dump_with(markets_dump, "BTC/USDT", path, value), "BTC/USDT", Path("/data/binance.json"))
+
+
+def test_the_real_markets_dump_reads(markets_dump):
+    assert _dump_markets(markets_dump, "BTC/USDT", Path("/data/binance.json")).height == 1
