@@ -20,7 +20,7 @@ import yaml
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations, nasty
+from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations
 from sofia_pipelines.defs.anomaly.compute import load_config as load_anomaly_config
 from sofia_pipelines.defs.fees.compute import CONFIG_DIR, fee_table, load_yaml, markets_frame, withdrawal_fees
 from sofia_pipelines.defs.inventory.assets import current_balances
@@ -211,7 +211,8 @@ def _seeds(holdout: Path) -> dict[str, tuple[str, bytes]]:
         "funding csv": ("funding/binance/XRP_USDT.csv", funding.write_csv().encode()),
         "funding parquet": ("funding/binance/XRP_USDT.parquet", parquet(funding)),
         "ccxt trades json": ("binance_XRP_ETH_ccxt_trades.json", json.dumps(trades).encode()),
-        "tardis trades csv": ("tardis_bitmex_trades_XBTUSD.csv", _head(nautilus / "tardis__bitmex_trades_XBTUSD.csv", 5)),
+        "tardis trades csv": ("tardis_bitmex_trades_XBTUSD.csv",
+                              _head(nautilus / "tardis__bitmex_trades_XBTUSD.csv", 5)),
         "tardis book snapshot csv": ("tardis_binance-futures_book_snapshot_5_BTCUSDT.csv",
                                      _head(nautilus / "tardis__binance-futures_book_snapshot_5_BTCUSDT.csv", 4)),
         "binance klines csv": ("ADABTC-1m-2021-11-27.csv", _head(nautilus / "ADABTC-1m-2021-11-27.csv", 4)),
@@ -223,8 +224,9 @@ def _seeds(holdout: Path) -> dict[str, tuple[str, bytes]]:
                                   b"1,0.20000100,1.00000000,1,3,1608872400001,True,True\n"),
         "binance bookTicker csv": ("BTCUSDT-bookTicker-2023-01-01.csv",
                                    b"update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,"
-                                   b"transaction_time,event_time\n2418637252553,16537.5,3.5,16537.6,10.1,1672531200003,"
-                                   b"1672531200008\n2418637252700,16537.4,1.0,16537.6,9.0,1672531200150,1672531200155\n"),
+                                   b"transaction_time,event_time\n"
+                                   b"2418637252553,16537.5,3.5,16537.6,10.1,1672531200003,1672531200008\n"
+                                   b"2418637252700,16537.4,1.0,16537.6,9.0,1672531200150,1672531200155\n"),
         "binance fundingRate csv": ("BTCUSDT-fundingRate-2023-01.csv",
                                     b"calc_time,funding_interval_hours,last_funding_rate\n1672531200000,8,0.00010000\n"
                                     b"1672560000000,8,-0.00002345\n"),
