@@ -9,6 +9,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import polars as pl
 
 
+def in_force(on: date) -> pl.Expr:
+    """Fee-table rows whose period holds `on` (valid_to exclusive, open-ended when null)."""
+    return (pl.col("valid_from") <= on) & (pl.col("valid_to").is_null() | (pl.col("valid_to") > on))
+
+
 class FeeSchedule:
     def __init__(self, fee_table: pl.DataFrame):
         self._rows = fee_table.filter(pl.col("selected"))
@@ -25,9 +30,7 @@ class FeeSchedule:
     def _lookup(self, venue: str, symbol: str, liquidity: str, on: date) -> float:
         if liquidity not in ("maker", "taker"):
             raise ValueError(f"liquidity must be maker or taker, not {liquidity!r}")
-        rows = self._rows.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol)
-                                 & (pl.col("valid_from") <= on)
-                                 & (pl.col("valid_to").is_null() | (pl.col("valid_to") > on)))
+        rows = self._rows.filter((pl.col("venue") == venue) & (pl.col("symbol") == symbol) & in_force(on))
         if rows.is_empty():
             raise KeyError(f"no fee for {venue} {symbol} on {on}")
         return float(rows.sort("valid_from")[-1, liquidity])

@@ -10,6 +10,7 @@ from sofia_pipelines.market_inputs import gaps_check, gaps_metadata, write_gaps
 from sofia_pipelines.metadata import preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_day, read_window, replace_day
+from sofia_runtime.fees import in_force
 from sofia_runtime.schemas import FEE_TABLE, FUNDING_OPPORTUNITIES, RAW_TABLES
 
 
@@ -33,7 +34,7 @@ def funding_opportunities_asset(context: dg.AssetExecutionContext, config: Fundi
     with warehouse.get_connection() as conn:
         out = funding_opportunities(read_window(conn, "raw", RAW_TABLES["funding"], start, end),
                                     read_window(conn, "raw", RAW_TABLES["books"], day_start, day_end),
-                                    read_window(conn, "analytics", FEE_TABLE),
+                                    read_window(conn, "analytics", FEE_TABLE).filter(in_force(day_start.date())),
                                     CarryConfig(holding_hours=config.holding_hours,
                                                 basis_risk_multiple=config.basis_risk_multiple),
                                     read_window(conn, "raw", RAW_TABLES["candles"], day_start, day_end))

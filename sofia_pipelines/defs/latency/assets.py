@@ -12,6 +12,7 @@ from sofia_pipelines.market_inputs import (LATENCY_FROM_TAPE, gaps_check, gaps_m
 from sofia_pipelines.metadata import png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_window, replace_day
+from sofia_runtime.fees import in_force
 from sofia_runtime.schemas import FEE_TABLE, MARKETS, RAW_TABLES, ROUTE_TABLE
 
 GROUP = "latency"
@@ -92,7 +93,7 @@ def route_table_asset(context: dg.AssetExecutionContext, config: RouteConfig,
                                 read_window(conn, "raw", RAW_TABLES["candles"], start, end))
         probes = read_mart(conn, "mart_hourly_latency", start, end)
         tape = hourly_tape_latency(tape_latency_samples(conn, start, end))
-        fees = read_window(conn, "analytics", FEE_TABLE)
+        fees = read_window(conn, "analytics", FEE_TABLE).filter(in_force(day))
         costs = venue_costs(liquidity, pl.concat([probes.select(tape.columns), tape], how="vertical_relaxed"),
                             fees, config.notional_usd)
         routes = route_table(costs, config.notional_usd)

@@ -13,6 +13,7 @@ from sofia_pipelines.market_inputs import (gaps_check, gaps_metadata, read_gaps,
 from sofia_pipelines.metadata import png_markdown, preview
 from sofia_pipelines.partitions import daily_partitions, partition_window
 from sofia_pipelines.warehouse import read_day, read_window, replace_day
+from sofia_runtime.fees import in_force
 from sofia_runtime.schemas import FEE_TABLE, RAW_TABLES, SESSION_SCHEDULE
 
 GROUP = "symbols"
@@ -61,7 +62,7 @@ def symbol_rankings_asset(context: dg.AssetExecutionContext, config: RankingConf
     with warehouse.get_connection() as conn:
         liquidity = with_spread(read_mart(conn, "mart_hourly_liquidity", start, end),
                                 read_window(conn, "raw", RAW_TABLES["candles"], start, end))
-        fees = read_window(conn, "analytics", FEE_TABLE)
+        fees = read_window(conn, "analytics", FEE_TABLE).filter(in_force(day))
         rankings = symbol_rankings(liquidity, fees, RankingWeights(**config.weights))
         replace_day(conn, "analytics", SYMBOL_RANKINGS, rankings, day)
         unranked = liquidity.select("venue", "symbol").unique().join(rankings, on=["venue", "symbol"], how="anti")

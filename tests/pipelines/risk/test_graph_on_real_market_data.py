@@ -177,11 +177,13 @@ def test_a_tape_of_a_minute_is_fitted_and_replayed(holdout, data_dir):
     pnl = _table("risk_backtest_pnl", "2021-01-08")
     assert set(pnl["strategy"]) == {"mm_lite", "funding_farmer", "book"}
     assert (pnl.filter(pl.col("strategy") != "book")["events"] == books.height + trades.height).all()
+    # the hour's volume comes from its trades (no candles): the hour is active and mm_lite quotes BTC/USDT on it
+    schedule = _table("session_schedule", "2021-01-08")
+    assert schedule.select("hour", "active", "method").rows() == [(0, True, "spread=books;latency=absent")]
+    assert pnl.filter(pl.col("strategy") == "mm_lite")["instruments"].to_list() == [1]
     gaps = _table("analytic_gaps", "2021-01-08")
-    schedule_gap = gaps.filter(pl.col("asset") == "session_schedule")["reason"].to_list()
-    assert schedule_gap == ["off in 1 hour(s) for an absent or estimated input: no volume in USD (no candles, or a "
-                            "quote without a USD value)"]
+    assert gaps.filter(pl.col("asset") == "session_schedule").is_empty()
     idle = gaps.filter(pl.col("asset") == "risk_backtest")
-    assert sorted(idle["symbol"]) == ["funding_farmer", "mm_lite"]
+    assert idle["symbol"].to_list() == ["funding_farmer"]  # no funding rates: nothing offered to carry
     assert idle["reason"].str.contains("no instrument to trade").all()
     assert date(2021, 1, 8) in set(gaps["day"])
