@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 import pytest
 import yaml
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations
@@ -305,36 +305,6 @@ def _check_source(fmt: str, rel: str, raw: bytes, base: Path) -> None:
         _read_all(root, path)
     except SchemaError as exc:
         assert str(exc).startswith(str(path)), exc
-    except Exception as exc:  # noqa: BLE001 - a crash: known (counted) or a failure
-        crash = _source_crash(fmt, exc)
-        if crash is None:
-            raise
-        TRIED[f"files source: {crash} (known crash)"] += 1
-
-
-# crash -> (exception types, (file, function) it is raised through, what it is): in files.py and formats/*, being
-# finished elsewhere; each has a strict expected failure below
-KNOWN_SOURCE_CRASHES = {
-    "damaged_columnar": ((OSError, ValueError), [("formats/columns.py", None)],
-                         "a damaged Parquet or Feather file (cut short, a byte changed, only its magic bytes) raises "
-                         "pyarrow's ArrowInvalid or OSError from formats/columns.py, not a SchemaError naming it"),
-    "nested_json": ((RecursionError,), [("fees/markets.py", "_market_dump"), ("formats/ccxt_json.py", "_load")],
-                    "a .json nested 100,000 deep raises RecursionError: an object from fees/markets.py _market_dump "
-                    "(looking for ccxt markets dumps), a list from formats/ccxt_json.py _load"),
-}
-
-
-def _source_crash(fmt: str, exc: BaseException) -> str | None:
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name))
-        tb = tb.tb_next
-    for crash, (kinds, places, _) in KNOWN_SOURCE_CRASHES.items():
-        if isinstance(exc, kinds) and any(f.endswith(file) and function in (None, name) for f, name in frames
-                                          for file, function in places):
-            return f"{fmt}: {crash}"
-    return None
 
 
 def _source_error(root: Path, rel: str, raw: bytes) -> SchemaError:
@@ -347,21 +317,16 @@ def _source_error(root: Path, rel: str, raw: bytes) -> SchemaError:
     return err.value
 
 
-@pytest.mark.xfail(strict=True, raises=KNOWN_SOURCE_CRASHES["damaged_columnar"][0],
-                   reason=KNOWN_SOURCE_CRASHES["damaged_columnar"][2])
 @pytest.mark.parametrize("fmt, cut", [("ohlcv parquet", 0.5), ("ohlcv parquet", 0.0), ("funding parquet", 0.9)])
 def test_a_damaged_parquet_file_is_a_schema_error_naming_it(seeds, tmp_path, fmt, cut):
     rel, valid = seeds[fmt]
     _source_error(tmp_path, rel, valid[:max(int(len(valid) * cut), 4)])
 
 
-@pytest.mark.xfail(strict=True, raises=KNOWN_SOURCE_CRASHES["damaged_columnar"][0],
-                   reason=KNOWN_SOURCE_CRASHES["damaged_columnar"][2])
 def test_a_feather_file_cut_to_its_magic_is_a_schema_error_naming_it(tmp_path):
     _source_error(tmp_path, "binance/XRP_ETH-1m.feather", b"ARROW1")
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=KNOWN_SOURCE_CRASHES["nested_json"][2])
 @pytest.mark.parametrize("text", [b'{"a":' * 100_000, b"[" * 100_000])
 def test_a_json_file_nested_too_deeply_is_a_schema_error_naming_it(tmp_path, text):
     _source_error(tmp_path, "ohlcv/binance/XRP_ETH/1m.json", text)
@@ -541,11 +506,6 @@ def test_a_config_file_cut_at_every_length_is_an_error_naming_it_or_loads(tmp_pa
 
 
 # --- ccxt markets dumps beside the data (read by the markets asset: sofia_pipelines/defs/fees/markets.py) -----------
-MARKETS_DUMP_CRASH = ("a markets dump whose market has a field of another type (limits.amount a number, precision "
-                      "a string, limits.amount.min 'abc', a list for quote) raises AttributeError, ValueError, "
-                      "TypeError or polars' ComputeError from dump_markets, not a SchemaError naming the file")
-
-
 @pytest.fixture(scope="module")
 def markets_dump(holdout) -> dict:
     return _Quiet(json.loads((holdout / "ccxt" / "markets" / "binance.json").read_text()))
@@ -570,8 +530,7 @@ def _dump_markets(dump: dict, symbol: str, origin: Path):
         assert str(exc).startswith(str(origin)), exc
 
 
-@pytest.mark.xfail(strict=True, reason=MARKETS_DUMP_CRASH)
-@settings(FUZZ, phases=[Phase.generate])  # stops at the first crash: no shrinking while it is expected
+@settings(FUZZ)
 @given(data=st.data())
 def test_a_bad_markets_dump_is_a_schema_error_naming_it(markets_dump, data):
     symbol = "BTC/USDT"
@@ -580,12 +539,14 @@ def test_a_bad_markets_dump_is_a_schema_error_naming_it(markets_dump, data):
     _dump_markets(_dump_with(markets_dump, symbol, path, data.draw(json_values)), symbol, Path("/data/binance.json"))
 
 
-@pytest.mark.xfail(strict=True, raises=(AttributeError, ValueError, TypeError), reason=MARKETS_DUMP_CRASH)
 @pytest.mark.parametrize("path, value", [(("limits", "amount"), 2**70), (("precision",), "abc"),
                                          (("limits", "amount", "min"), "abc")])
 def test_a_markets_dump_field_of_another_type_is_a_schema_error_naming_it(markets_dump, path, value):
-    with pytest.raises(SchemaError, match="^/data/binance.json"):
-        _dump_markets(_dump_with(markets_dump, "BTC/USDT", path, value), "BTC/USDT", Path("/data/binance.json"))
+    from sofia_pipelines.defs.fees.markets import dump_markets
+
+    with pytest.raises(SchemaError, match="^/data/binance.json, field 'BTC/USDT"):
+        dump_markets("binance", Path("/data/binance.json"), _dump_with(markets_dump, "BTC/USDT", path, value),
+                     ["BTC/USDT"])
 
 
 def test_the_real_markets_dump_reads(markets_dump):

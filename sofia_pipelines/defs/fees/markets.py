@@ -13,6 +13,7 @@ exchange class's `precisionMode`; both become tick and step sizes here.
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from functools import lru_cache
@@ -65,8 +66,8 @@ def _market_dump(path: Path, mtime_ns: int, size: int) -> dict | None:
             return None  # OHLCV lists and the like: not a markets object
     try:
         obj = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return None  # not JSON at all: the files source reports what it cannot read
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None  # not JSON a markets dump could be: the files source reports what it cannot read
     return obj if _is_market_dump(obj) else None
 
 
@@ -99,8 +100,10 @@ def precision_mode(venue: str, dump: Mapping) -> tuple[int, str]:
     import ccxt
 
     declared = getattr(ccxt, venue)().precisionMode
-    values = [float(v) for m in dump.values() for k, v in (m.get("precision") or {}).items()
-              if k in ("price", "amount") and isinstance(v, (int, float))]
+    precisions = [m.get("precision") for m in dump.values() if isinstance(m, Mapping)]
+    values = [float(v) for p in precisions if isinstance(p, Mapping) for k, v in p.items()
+              if k in ("price", "amount") and isinstance(v, (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)]
     if values and any(not v.is_integer() for v in values):
         found = TICK_SIZE
     elif values and any(v > 1 for v in values):
@@ -135,17 +138,45 @@ def dump_markets(venue: str, path: Path, dump: Mapping, symbols: list[str]) -> p
         m = dump.get(symbol)
         if m is None:
             continue
-        precision, limits = m.get("precision") or {}, m.get("limits") or {}
+        if not isinstance(m, Mapping):
+            raise SchemaError(str(path), f"market {symbol!r} is a {type(m).__name__}, not an object", field=symbol)
+        precision = _section(m, "precision", path, symbol)
+        limits = _section(m, "limits", path, symbol)
         tick = _to_step(precision.get("price"), mode, str(path), f"{symbol}.precision.price")
         step = _to_step(precision.get("amount"), mode, str(path), f"{symbol}.precision.amount")
-        min_amount = (limits.get("amount") or {}).get("min")
+        min_amount = _limit(limits, "amount", path, symbol)
         base, quote, market = split_symbol(symbol)
+        names = {k: m.get(k) or default for k, default in (("base", base), ("quote", quote))}
+        for k, v in names.items():
+            if not isinstance(v, str):
+                raise SchemaError(str(path), f"{k} {v!r} is not a currency code", field=f"{symbol}.{k}")
         rows.append({"venue": venue, "symbol": symbol, "market": "perp" if m.get("swap") else market,
-                     "base": m.get("base") or base, "quote": m.get("quote") or quote, "price_tick": tick,
-                     "amount_step": step, "min_amount": float(min_amount) if min_amount else step,
-                     "min_notional": (limits.get("cost") or {}).get("min"),
+                     **names, "price_tick": tick, "amount_step": step, "min_amount": min_amount or step,
+                     "min_notional": _limit(limits, "cost", path, symbol),
                      "source": f"ccxt load_markets() {venue}: {path.name}, {why}"})
     return _frame(rows, str(path))
+
+
+def _section(market: Mapping, name: str, path: Path, symbol: str) -> Mapping:
+    value = market.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise SchemaError(str(path), f"{name} {value!r} is not an object", field=f"{symbol}.{name}")
+    return value
+
+
+def _limit(limits: Mapping, name: str, path: Path, symbol: str) -> float | None:
+    """limits.<name>.min as a number (None when the dump has none)."""
+    entry = limits.get(name) or {}
+    if not isinstance(entry, Mapping):
+        raise SchemaError(str(path), f"limits.{name} {entry!r} is not an object", field=f"{symbol}.limits.{name}")
+    value = entry.get("min")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or value > 1e15:
+        raise SchemaError(str(path), f"limits.{name}.min {value!r} is not a finite number >= 0",
+                          field=f"{symbol}.limits.{name}.min")
+    return float(value)
 
 
 # --- (c) inferred from the data ------------------------------------------------------------------

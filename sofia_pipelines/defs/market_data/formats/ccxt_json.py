@@ -38,6 +38,8 @@ def _load(path: Path):
             return json.load(fh)
     except (OSError, ValueError) as exc:
         raise SchemaError(str(path), f"unreadable JSON: {exc}") from exc
+    except RecursionError:
+        raise SchemaError(str(path), "unreadable JSON: nested too deeply") from None
 
 
 def _starts(head: bytes, *tokens: bytes) -> bool:

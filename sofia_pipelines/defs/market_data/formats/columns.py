@@ -117,6 +117,24 @@ def _side_from_buyer_maker(batch: pl.DataFrame, origin: str, first_row: int) -> 
     return batch.with_columns(pl.when(values).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"))
 
 
+def _arrow_readable(kind: str, path: Path, read):
+    """`read()`, with what pyarrow raises for a damaged file (cut short, a byte changed) turned into a SchemaError
+    naming the file."""
+    try:
+        return read()
+    except (OSError, pa.ArrowException) as exc:
+        raise SchemaError(str(path), f"unreadable {kind} file (damaged or cut short?): {exc}") from exc
+
+
+def _arrow_batches(kind: str, path: Path, batches: Iterator) -> Iterator[pl.DataFrame]:
+    it = iter(_arrow_readable(kind, path, lambda: batches))
+    while True:
+        batch = _arrow_readable(kind, path, lambda: next(it, None))
+        if batch is None:
+            return
+        yield pl.from_arrow(batch)
+
+
 class ParquetColumns(_Columns):
     name = "parquet with named columns (freqtrade OHLCV/funding/trades, Sofia raw tables)"
 
@@ -124,11 +142,11 @@ class ParquetColumns(_Columns):
         return head[:4] == b"PAR1"
 
     def columns(self, path: Path, head: bytes) -> list[str]:
-        return pq.read_schema(path).names
+        return _arrow_readable("Parquet", path, lambda: pq.read_schema(path).names)
 
     def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns):
-            yield pl.from_arrow(batch)
+        parquet = _arrow_readable("Parquet", path, lambda: pq.ParquetFile(path))
+        yield from _arrow_batches("Parquet", path, parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns))
 
 
 class FeatherColumns(_Columns):
@@ -138,14 +156,16 @@ class FeatherColumns(_Columns):
         return head[:6] == b"ARROW1"
 
     def columns(self, path: Path, head: bytes) -> list[str]:
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).schema.names
+        def read():
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_file(source).schema.names
+        return _arrow_readable("Feather", path, read)
 
     def batches(self, path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         with pa.memory_map(str(path)) as source:
-            reader = pa.ipc.open_file(source)
+            reader = _arrow_readable("Feather", path, lambda: pa.ipc.open_file(source))
             for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
+                batch = _arrow_readable("Feather", path, lambda: reader.get_batch(i))
                 if columns:
                     batch = batch.select(columns)
                 for start in range(0, batch.num_rows, BATCH_ROWS):
