@@ -20,7 +20,21 @@ def ensure_table(conn: duckdb.DuckDBPyConnection, schema_name: str, table: Table
                                            "WHERE table_schema = ? AND table_name = ?", [schema_name, table.name]).fetchall()}
     for column in (c for c in table.columns if c not in existing and c in table.nullable):
         conn.execute(f'ALTER TABLE {qualified} ADD COLUMN "{column}" {_duckdb_type(table.columns[column])}')
+    lacking = [c for c in table.columns if c not in existing and c not in table.nullable]
+    if existing and lacking:  # a required column has no value for the stored rows: say so, change nothing
+        raise WarehouseSchemaError(
+            f"warehouse table {schema_name}.{table.name} was made by an older version: it lacks the required "
+            f"column(s) {lacking}. Nothing was written. Its rows are "
+            + ("computed from the raw tables: drop it (DROP TABLE " + qualified + ") and re-materialize its asset"
+               if schema_name in DERIVED_SCHEMAS else "source data: move them to the new schema by hand"))
     return qualified
+
+
+DERIVED_SCHEMAS = ("analytics", "marts", "staging")  # recomputable from raw.* and the configuration
+
+
+class WarehouseSchemaError(RuntimeError):
+    """A stored table does not have a column the code requires."""
 
 
 def replace_window(conn: duckdb.DuckDBPyConnection, schema_name: str, table: TableSchema, df: pl.DataFrame,
