@@ -49,13 +49,18 @@ def render_model(name: str, sources: dict[str, str]) -> str:
 
 
 def fee_table_for(src: Path):
-    """The fee table (config/fees.yaml through `fees.compute.fee_table`) for every venue and symbol in the data."""
+    """The fee table (config/fees.yaml through `fees.compute.fee_table`) for every venue and symbol in the data, the
+    periods in force on the data's last day (as the ranking asset reads it)."""
     import polars as pl
 
     from sofia_pipelines.defs.fees.compute import fee_table, load_yaml
+    from sofia_runtime.fees import in_force
 
-    markets = pl.scan_parquet(src / "candles" / "*.parquet").select("venue", "symbol", "market").unique().collect()
-    return fee_table(markets.sort("venue", "symbol"), load_yaml("fees.yaml"), {}, static=lambda venue: None)
+    candles = pl.scan_parquet(src / "candles" / "*.parquet")
+    markets = candles.select("venue", "symbol", "market").unique().collect()
+    last_day = candles.select(pl.col("ts").max().dt.date()).collect().item()
+    table = fee_table(markets.sort("venue", "symbol"), load_yaml("fees.yaml"), {}, static=lambda venue: None)
+    return table.filter(in_force(last_day))
 
 
 # --- the engine: DuckDB (dbt SQL) and polars ----------------------------------------------------------------------
