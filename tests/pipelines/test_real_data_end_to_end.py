@@ -127,7 +127,7 @@ def test_the_default_selection_on_three_real_days_then_a_paper_run_on_the_real_t
         assert liquidity[0] == pytest.approx(quantity) and liquidity[1:] == ("trades", "par")
 
         # the markets: from the ccxt dump where it has the pair, else inferred from the prices, and named
-        markets = dict(((v, s), src) for v, s, src in _rows(conn, "SELECT venue, symbol, source FROM analytics.markets"))
+        markets = {(v, s): src for v, s, src in _rows(conn, "SELECT venue, symbol, source FROM analytics.markets")}
         assert set(markets) == {("binance", "BTC/USDT"), ("binance", "XRP/ETH"), ("binance", "XRP/USDT:USDT")}
         assert markets[("binance", "XRP/ETH")].startswith("inferred")
 

@@ -191,9 +191,10 @@ class RuntimeData:
                 time.sleep(0.005)
         raise AssertionError(f"no run file {path} after {timeout} s")
 
-    def records(self, runtime_id: str) -> list[dict]:
-        """Every journal record of the runtime, in order, across its day files."""
-        return [rec for _, _, rec in read_records(journal_files(self.dir / "audit" / runtime_id))]
+    def records(self, runtime_id: str, in_progress: bool = False) -> list[dict]:
+        """Every journal record of the runtime, in order, across its day files. `in_progress`: the runtime is still
+        writing, so a last line without its newline is a record being written, left out (else it is an error)."""
+        return [rec for _, _, rec in read_records(journal_files(self.dir / "audit" / runtime_id), in_progress)]
 
     def venue_lines(self, runtime_id: str, venue: str) -> list[dict]:
         path = self.dir / "paper_venue" / runtime_id / f"{venue}.jsonl"

@@ -23,10 +23,7 @@ pytestmark = pytest.mark.slow
 
 def complete_records(runtime_data: RuntimeData, runtime_id: str) -> list[dict]:
     """The journal as it is on disk while the process writes it: complete lines only."""
-    out = []
-    for path in sorted((runtime_data.dir / "audit" / runtime_id).glob("*.jsonl")):
-        out += [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]
-    return out
+    return runtime_data.records(runtime_id, in_progress=True)
 
 
 def spiked_scores() -> pl.DataFrame:

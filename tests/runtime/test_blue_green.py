@@ -49,11 +49,11 @@ def _deploy(rd: RuntimeData, *args: str):
 
 
 def _decisions(rd: RuntimeData, slot: str) -> int:
-    return sum(r["kind"] == "decision" for r in rd.records(f"mm_lite-{slot}"))
+    return sum(r["kind"] == "decision" for r in rd.records(f"mm_lite-{slot}", in_progress=True))
 
 
 def _orders(rd: RuntimeData, slot: str) -> int:
-    return sum(r["kind"] == "order" for r in rd.records(f"mm_lite-{slot}"))
+    return sum(r["kind"] == "order" for r in rd.records(f"mm_lite-{slot}", in_progress=True))
 
 
 def _token(rd: RuntimeData) -> int:
@@ -65,7 +65,7 @@ def test_deploy_rollback_and_an_aborted_deploy(deployed: RuntimeData):
     rd = deployed
     first = _deploy(rd, "deploy", "--to", "blue")
     assert first.returncode == 0, first.stderr
-    wait_for(lambda: any(r["kind"] == "order" for r in rd.records("mm_lite-blue")), what="blue trading")
+    wait_for(lambda: _orders(rd, "blue"), what="blue trading")
 
     to_green = _deploy(rd, "deploy", "--to", "green")
     assert to_green.returncode == 0, to_green.stderr
@@ -74,7 +74,7 @@ def test_deploy_rollback_and_an_aborted_deploy(deployed: RuntimeData):
     print(f"handover gap blue -> green: {gap.group(1)} ms")
     assert _token(rd) == 2
     wait_for(lambda: not (rd.dir / "run" / "mm_lite-blue.json").exists(), what="blue to exit")
-    wait_for(lambda: any(r["kind"] == "order" for r in rd.records("mm_lite-green")), what="green trading")
+    wait_for(lambda: _orders(rd, "green"), what="green trading")
 
     # a deploy whose new slot is never healthy is aborted; green trades on
     bad = rd.dir / "stale.yaml"
@@ -97,7 +97,7 @@ def test_deploy_rollback_and_an_aborted_deploy(deployed: RuntimeData):
     # blue trades on: the venue's record is read before the journals, as every order is journaled before it is sent
     lines = [json.loads(line) for f in (rd.dir / "paper_venue" / "mm_lite-slots").glob("*.jsonl")
              for line in f.read_text().splitlines() if line.endswith("}")]
-    blue, green = rd.records("mm_lite-blue"), rd.records("mm_lite-green")
+    blue, green = rd.records("mm_lite-blue", in_progress=True), rd.records("mm_lite-green")
     assert orders_outside_lease(blue) == [] and orders_outside_lease(green) == []
     assert not intervals_overlap(trading_intervals(blue) + trading_intervals(green))
     # one venue account for both slots: every client order id reached the paper venue once
@@ -115,14 +115,14 @@ def test_deploy_rollback_and_an_aborted_deploy(deployed: RuntimeData):
 def test_a_stale_fencing_token_is_refused_by_the_order_path(deployed: RuntimeData):
     rd = deployed
     assert _deploy(rd, "deploy", "--to", "blue").returncode == 0
-    wait_for(lambda: any(r["kind"] == "order" for r in rd.records("mm_lite-blue")), what="blue trading")
+    wait_for(lambda: _orders(rd, "blue"), what="blue trading")
     record_path = rd.dir / "control" / "mm_lite.lease.json"
     record = json.loads(record_path.read_text())
     record.update(token=record["token"] + 1, slot="green", runtime_id="mm_lite-green")  # a newer holder exists
     record_path.write_text(json.dumps(record))
-    refused = wait_for(lambda: [r for r in rd.records("mm_lite-blue") if r["kind"] == "order_rejected"
+    refused = wait_for(lambda: [r for r in rd.records("mm_lite-blue", in_progress=True) if r["kind"] == "order_rejected"
                                 and "stale fencing token" in r["payload"]["error"]], what="a refused order")
-    after = [r for r in rd.records("mm_lite-blue") if r["seq"] > refused[0]["seq"]]
+    after = [r for r in rd.records("mm_lite-blue", in_progress=True) if r["seq"] > refused[0]["seq"]]
     assert not [r for r in after if r["kind"] == "order_ack"], "no order may reach the venue with a stale token"
 
 
@@ -148,7 +148,8 @@ def test_a_new_slot_killed_during_the_handover_is_rolled_back_and_rollback_works
     proc = subprocess.Popen([*CLI, "deploy", "--to", "green", "--strategy", "mm_lite", "--speed", "60",
                              "--confirm", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=rd.env(), cwd=rd.dir)
-    wait_for(lambda: any(r["kind"] == "lease_acquired" for r in rd.records("mm_lite-green")), what="green's lease")
+    wait_for(lambda: any(r["kind"] == "lease_acquired" for r in rd.records("mm_lite-green", in_progress=True)),
+             what="green's lease")
     os.kill(_pid(rd, "green"), signal.SIGKILL)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1, out + err

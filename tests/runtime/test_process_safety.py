@@ -80,10 +80,11 @@ def test_the_handover_endpoint_needs_the_bearer_token_and_a_slot_needs_one(runti
         assert _post(port, "/api/dev/handover?to=green")[0] == 401
         assert _post(port, "/api/dev/handover?to=green", "not-the-token")[0] == 401
         assert http_get(port, "/api/dev/status")[0] == 200  # reading stays open
-        assert not any(r["kind"] == "handover" for r in runtime_data.records(rid))
+        assert not any(r["kind"] == "handover" for r in runtime_data.records(rid, in_progress=True))
         code, body = _post(port, "/api/dev/handover?to=green", CONTROL_TOKEN)
         assert code == 202 and body["handover_to"] == "green"
-        wait_for(lambda: any(r["kind"] == "handover" for r in runtime_data.records(rid)), what="the handover")
+        wait_for(lambda: any(r["kind"] == "handover" for r in runtime_data.records(rid, in_progress=True)),
+                 what="the handover")
     finally:
         stop(proc)
 

@@ -31,11 +31,7 @@ HEAVY = ("dagster", "dbt", "great_expectations", "sofia_pipelines", "pandas", "d
 
 def complete_records(runtime_data: RuntimeData, runtime_id: str) -> list[dict]:
     """The journal as it is on disk while (or after) a process writes it: complete lines only."""
-    out = []
-    for path in sorted((runtime_data.dir / "audit" / runtime_id).glob("*.jsonl")):
-        for line in path.read_bytes().split(b"\n")[:-1]:
-            out.append(json.loads(line))
-    return out
+    return runtime_data.records(runtime_id, in_progress=True)
 
 
 def status(port: int) -> dict:
