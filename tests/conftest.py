@@ -23,20 +23,15 @@ def resources(data_dir):
     return {"warehouse": warehouse_resource(), "market_source": market_source_resource()}
 
 
-def _holdout_dir():
-    import os
-    from pathlib import Path
-
-    return Path(os.environ.get("SOFIA_HOLDOUT_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "holdout")
-
-
 @pytest.fixture(scope="session")
 def holdout():
     """The real market data beside the repository (`../shared/holdout`, or SOFIA_HOLDOUT_DIR), read in place.
     Missing, it fails under CI (where it is always laid) and skips elsewhere, saying where it looked."""
     import os
 
-    path = _holdout_dir()
+    from holdout_data import holdout_dir
+
+    path = holdout_dir()
     if not (path / "README.md").is_file():
         message = f"real market data not found at {path} (set SOFIA_HOLDOUT_DIR)"
         if os.environ.get("CI"):

@@ -9,6 +9,7 @@ expected failure that turns into a failure, and so tells, the day it is fixed.""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from holdout_data import holdout_dir
 from fuzzing import FEW, FUZZ, NASTY_JSON, TRIED, json_values, mutations
 from sofia_pipelines.defs.anomaly.compute import load_config as load_anomaly_config
 from sofia_pipelines.defs.fees.compute import CONFIG_DIR, fee_table, load_yaml, markets_frame, withdrawal_fees
@@ -192,9 +194,8 @@ def _seeds(holdout: Path) -> dict[str, tuple[str, bytes]]:
     import gzip
     import io
 
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "files"
-    candles = pl.read_parquet(fixtures / "ohlcv" / "binance" / "XRP_ETH" / "1m.parquet").head(5)
-    funding = pl.read_parquet(fixtures / "funding" / "binance" / "XRP_USDT.parquet").head(5)
+    candles = pl.read_parquet(holdout / "freqtrade/spot/binance_XRP_ETH_1m.parquet").head(5)
+    funding = pl.read_parquet(holdout / "freqtrade/futures/binance_XRP_USDT_USDT_8h_funding_rate.parquet").head(5)
 
     def parquet(df: pl.DataFrame) -> bytes:
         buf = io.BytesIO()
@@ -369,17 +370,29 @@ def test_each_seed_file_reads(seeds, tmp_path):
 
 
 # --- venue payloads the ccxt source parses (through ccxt's own HTTP handling and parsers) -------------------------
-CCXT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ccxt"
-RECORDED = json.loads((CCXT_FIXTURES / "binance_responses.json").read_text())["methods"]
-PAYLOADS = {  # table -> (URL part, a recorded Binance response, the symbol it is asked for)
-    "candles": ("/api/v3/klines", RECORDED["fetchOHLCV"][0]["httpResponse"], "BTC/USDT"),
-    "trades": ("aggTrades", next(c for c in RECORDED["fetchTrades"] if c["input"][0] == "BTC/USDT")["httpResponse"],
-               "BTC/USDT"),
-    "books": ("/api/v3/depth", next(c for c in RECORDED["fetchOrderBook"] if c["input"][0] == "BTC/USDT")
-              ["httpResponse"], "BTC/USDT"),
-    "funding": ("/fapi/v1/fundingRate", [{"symbol": "BTCUSDT", "fundingTime": 1706630400000,
-                                          "fundingRate": "0.00010000", "markPrice": "43500.1"}], "BTC/USDT:USDT"),
-}
+PAYLOAD_TABLES = ("candles", "trades", "books", "funding")
+
+
+@functools.cache
+def _recorded() -> dict:
+    """ccxt's recorded Binance responses, read in place from the held-out data."""
+    return json.loads((holdout_dir() / "ccxt" / "response" / "binance.json").read_text())["methods"]
+
+
+def _payload(table: str) -> tuple[str, object, str]:
+    """(URL part, a recorded Binance response, the symbol it is asked for)."""
+    recorded = _recorded()
+    return {
+        "candles": ("/api/v3/klines", recorded["fetchOHLCV"][0]["httpResponse"], "BTC/USDT"),
+        "trades": ("aggTrades", next(c for c in recorded["fetchTrades"] if c["input"][0] == "BTC/USDT")
+                   ["httpResponse"], "BTC/USDT"),
+        "books": ("/api/v3/depth", next(c for c in recorded["fetchOrderBook"] if c["input"][0] == "BTC/USDT")
+                  ["httpResponse"], "BTC/USDT"),
+        "funding": ("/fapi/v1/fundingRate", [{"symbol": "BTCUSDT", "fundingTime": 1706630400000,
+                                              "fundingRate": "0.00010000", "markPrice": "43500.1"}], "BTC/USDT:USDT"),
+    }[table]
+
+
 CCXT_WINDOW = (datetime(2024, 1, 30), datetime(2024, 1, 31))
 
 
@@ -409,7 +422,7 @@ def _ccxt_source(body: bytes, symbol: str):
 
     if not _EXCHANGE:  # one exchange for every payload (building one and its markets is the slow part)
         exchange = ccxt.binance({"enableRateLimit": False})
-        exchange.set_markets(json.loads((CCXT_FIXTURES / "binance_markets.json").read_text()))
+        exchange.set_markets(json.loads((holdout_dir() / "ccxt" / "markets" / "binance.json").read_text()))
         _EXCHANGE.append(exchange)
     exchange = _EXCHANGE[0]
     exchange.session = _replay_session(body)
@@ -442,7 +455,7 @@ def _check_ccxt(table: str, body: bytes) -> None:
 
     from sofia_runtime.schemas import RAW_TABLES
 
-    _, _, symbol = PAYLOADS[table]
+    _, _, symbol = _payload(table)
     TRIED[f"ccxt source: {table}"] += 1
     try:
         df = _ccxt_source(body, symbol).load(table, *CCXT_WINDOW)
@@ -463,16 +476,16 @@ def _check_ccxt(table: str, body: bytes) -> None:
     assert df.schema == RAW_TABLES[table].polars_schema
 
 
-@pytest.mark.parametrize("table", list(PAYLOADS))
+@pytest.mark.parametrize("table", PAYLOAD_TABLES)
 @FUZZ
 @given(data=st.data())
 def test_a_bad_venue_payload_is_a_ccxt_or_schema_error(table, data):
-    _check_ccxt(table, data.draw(_payloads(PAYLOADS[table][1])))
+    _check_ccxt(table, data.draw(_payloads(_payload(table)[1])))
 
 
-@pytest.mark.parametrize("table", list(PAYLOADS))
+@pytest.mark.parametrize("table", PAYLOAD_TABLES)
 def test_each_recorded_payload_reads(table):
-    _, recorded, symbol = PAYLOADS[table]
+    _, recorded, symbol = _payload(table)
     assert _ccxt_source(json.dumps(recorded).encode(), symbol).load(table, datetime(2020, 1, 1),
                                                                      datetime(2030, 1, 1)).height
 
@@ -488,12 +501,12 @@ def test_a_payload_ccxt_cannot_parse_is_a_bad_response_naming_the_call(table, bo
     import ccxt
 
     with pytest.raises(ccxt.BadResponse, match=f"^binance {call}: the response does not parse: "):
-        _ccxt_source(json.dumps(body).encode(), PAYLOADS[table][2]).load(table, *CCXT_WINDOW)
+        _ccxt_source(json.dumps(body).encode(), _payload(table)[2]).load(table, *CCXT_WINDOW)
 
 
 @pytest.mark.parametrize("table", ["books", "funding"])
 def test_a_payload_cut_at_every_length_is_a_ccxt_or_schema_error(table):
-    text = json.dumps(PAYLOADS[table][1]).encode()
+    text = json.dumps(_payload(table)[1]).encode()
     for n in range(len(text)):
         _check_ccxt(table, text[:n])
 

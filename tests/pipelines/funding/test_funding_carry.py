@@ -1,7 +1,6 @@
 """Funding carry: annualized from the observed interval (8 h, 4 h, real jittered timestamps), net of costs."""
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -9,7 +8,7 @@ import pytest
 from sofia_pipelines.defs.funding.compute import CarryConfig, funding_opportunities, observed_intervals
 
 T0 = datetime(2026, 10, 20)
-REAL = Path(__file__).resolve().parents[2] / "fixtures" / "files" / "funding" / "binance" / "XRP_USDT.parquet"
+REAL = "freqtrade/futures/binance_XRP_USDT_USDT_8h_funding_rate.parquet"  # in the held-out data
 
 
 def _funding(venue, symbol, every_h, rate, n=12):
@@ -32,8 +31,8 @@ def _fees(venue, base, spot_taker=0.001, perp_taker=0.0005):
                          "taker": [spot_taker, perp_taker], "selected": [True, True]})
 
 
-def test_real_funding_history_interval_despite_millisecond_jitter():
-    real = pl.read_parquet(REAL).select(pl.from_epoch("timestamp", time_unit="ms").alias("ts"), "funding_rate")
+def test_real_funding_history_interval_despite_millisecond_jitter(holdout):
+    real = pl.read_parquet(holdout / REAL).select(pl.from_epoch("timestamp", time_unit="ms").alias("ts"), "funding_rate")
     real = real.with_columns(pl.lit("binance").alias("venue"), pl.lit("XRP/USDT:USDT").alias("symbol"))
     stats = observed_intervals(real).row(0, named=True)
     assert stats["observed_interval_hours"] == 8.0 and stats["n"] == 91

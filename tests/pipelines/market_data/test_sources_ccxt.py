@@ -1,7 +1,8 @@
 """The ccxt source on recorded Binance payloads, parsed by ccxt itself: no network.
 
-The payloads are ccxt's own static test fixtures (real Binance responses); the funding-rate history is
-Binance's /fapi/v1/fundingRate shape filled with real XRP/USDT:USDT rates from the held-out freqtrade data."""
+The payloads are ccxt's own static test fixtures (real Binance responses) and its load_markets() output, read in
+place from the held-out data (ccxt/); the funding-rate history is Binance's /fapi/v1/fundingRate shape filled with
+real XRP/USDT:USDT rates from the held-out freqtrade data."""
 
 import json
 from datetime import datetime
@@ -14,42 +15,36 @@ import pytest
 from sofia_pipelines.defs.market_data.ccxt_source import CcxtSource
 from sofia_runtime.schemas import RAW_TABLES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-RECORDED = json.loads((FIXTURES / "ccxt" / "binance_responses.json").read_text())["methods"]
-
-
-def _case(method: str, symbol: str) -> dict:
-    return next(c for c in RECORDED[method] if c["input"][0] == symbol)
-
-
-def _funding_payload() -> list[dict]:
-    real = pl.read_parquet(FIXTURES / "files" / "funding" / "binance" / "XRP_USDT.parquet").head(6)
-    return [{"symbol": "XRPUSDT", "fundingTime": t, "fundingRate": f"{r:.8f}"} for t, r in real.rows()]
-
-
 class RecordedBinance(ccxt.binance):
     """ccxt's Binance with its HTTP layer answered from recorded payloads; every request is kept."""
 
-    def __init__(self):
+    def __init__(self, holdout: Path):
         super().__init__({"enableRateLimit": False})
-        self.set_markets(json.loads((FIXTURES / "ccxt" / "binance_markets.json").read_text()))
+        self.set_markets(json.loads((holdout / "ccxt" / "markets" / "binance.json").read_text()))
+        self.recorded = json.loads((holdout / "ccxt" / "response" / "binance.json").read_text())["methods"]
+        funding = holdout / "freqtrade" / "futures" / "binance_XRP_USDT_USDT_8h_funding_rate.parquet"
+        self.funding = [{"symbol": "XRPUSDT", "fundingTime": t, "fundingRate": f"{r:.8f}"}
+                        for t, r in pl.read_parquet(funding).head(6).rows()]
         self.requests: list[str] = []
         self.fail_time = False
+
+    def case(self, method: str, symbol: str) -> dict:
+        return next(c for c in self.recorded[method] if c["input"][0] == symbol)
 
     def fetch(self, url, method="GET", headers=None, body=None):
         self.requests.append(url)
         if "/fapi/v1/klines" in url:
-            return _case("fetchOHLCV", "BTC/USDT:USDT")["httpResponse"]
+            return self.case("fetchOHLCV", "BTC/USDT:USDT")["httpResponse"]
         if "/api/v3/klines" in url:
-            return _case("fetchOHLCV", "BTC/USDT")["httpResponse"]
+            return self.case("fetchOHLCV", "BTC/USDT")["httpResponse"]
         if "/fapi/v1/depth" in url:
-            return _case("fetchOrderBook", "BTC/USDT:USDT")["httpResponse"]
+            return self.case("fetchOrderBook", "BTC/USDT:USDT")["httpResponse"]
         if "/api/v3/depth" in url:
-            return _case("fetchOrderBook", "BTC/USDT")["httpResponse"]
+            return self.case("fetchOrderBook", "BTC/USDT")["httpResponse"]
         if "aggTrades" in url:
-            return _case("fetchTrades", "BTC/USDT")["httpResponse"]
+            return self.case("fetchTrades", "BTC/USDT")["httpResponse"]
         if "/fapi/v1/fundingRate" in url:
-            return _funding_payload()
+            return self.funding
         if "/time" in url:
             if self.fail_time:
                 raise ccxt.RequestTimeout("binance GET /api/v3/time timed out")
@@ -58,13 +53,13 @@ class RecordedBinance(ccxt.binance):
 
 
 @pytest.fixture
-def binance():
-    return RecordedBinance()
+def binance(holdout):
+    return RecordedBinance(holdout)
 
 
 def test_candles_parsed_by_ccxt_and_paginated_to_the_window(binance):
     src = CcxtSource(["binance"], exchanges={"binance": binance}, symbols=["BTC/USDT"])
-    recorded = _case("fetchOHLCV", "BTC/USDT")
+    recorded = binance.case("fetchOHLCV", "BTC/USDT")
     first_ts = recorded["parsedResponse"][0][0]
     start = datetime.utcfromtimestamp(first_ts / 1000)
     df = src.load("candles", start, datetime(2024, 2, 1))
@@ -103,13 +98,13 @@ def test_unknown_venue_is_refused():
         CcxtSource(["binanse"])
 
 
-def test_recorded_venue_through_the_raw_assets(resources):
+def test_recorded_venue_through_the_raw_assets(resources, holdout):
     import dagster as dg
 
     from sofia_pipelines.defs.market_data import assets
     from sofia_pipelines.resources import MarketSourceResource
 
-    exchange = RecordedBinance()
+    exchange = RecordedBinance(holdout)
 
     class RecordedSource(MarketSourceResource):
         def get(self):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date, datetime
 from pathlib import Path
 
@@ -19,16 +18,24 @@ from sofia_pipelines.resources import MarketSourceResource
 from sofia_runtime import paths
 from sofia_runtime.schemas import SchemaError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "files"
+# four hours of Binance XRP/ETH 1m candles and the XRP/USDT:USDT funding rates, from the held-out data
+CANDLE_FILE, FIRST_BAR, BARS = "freqtrade/spot/binance_XRP_ETH_1m.parquet", 1570917600000, 240
+FUNDING_FILE = "freqtrade/futures/binance_XRP_USDT_USDT_8h_funding_rate.parquet"
 CANDLES = Path("ohlcv/binance/XRP_ETH/1m.parquet")
 RAW = [assets.raw_candles, assets.raw_books, assets.raw_trades, assets.raw_funding, assets.raw_latency,
        assets.raw_fx]
 
 
 @pytest.fixture
-def files_dir(tmp_path) -> Path:
+def files_dir(tmp_path, holdout) -> Path:
+    """The files layout over real held-out data: the funding file linked in place, a four-hour slice of the
+    candles written (the tests then damage or convert that copy)."""
     d = tmp_path / "market"
-    shutil.copytree(FIXTURES, d)
+    (d / CANDLES).parent.mkdir(parents=True)
+    bars = pl.read_parquet(holdout / CANDLE_FILE)
+    bars.filter(pl.col("timestamp") >= FIRST_BAR).head(BARS).write_parquet(d / CANDLES)
+    (d / "funding" / "binance").mkdir(parents=True)
+    (d / "funding" / "binance" / "XRP_USDT.parquet").symlink_to(holdout / FUNDING_FILE)
     return d
 
 
