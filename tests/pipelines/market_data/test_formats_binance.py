@@ -3,29 +3,15 @@ read in place, and small hand-made files in the archives' layouts for each error
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from sofia_pipelines.defs.market_data.formats import FileHints, format_of
-from sofia_runtime.schemas import RAW_TABLES, SchemaError
+from sofia_runtime.schemas import SchemaError
 
-
-def read(path: Path, hints: FileHints = FileHints()) -> dict[str, pl.DataFrame]:
-    out: dict[str, list[pl.DataFrame]] = {}
-    for table, frame in format_of(path).read(path, hints):
-        assert frame.schema == RAW_TABLES[table].polars_schema
-        out.setdefault(table, []).append(frame)
-    return {t: pl.concat(f) for t, f in out.items()}
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
+from formats_support import read, write
 
 
 def test_header_less_klines_take_symbol_and_timeframe_from_the_file_name(holdout):

@@ -17,24 +17,11 @@ import pytest
 from sofia_pipelines.defs.market_data.formats import FileHints, format_of
 from sofia_pipelines.defs.market_data.formats.symbols import instrument
 from sofia_pipelines.defs.market_data.formats.tardis import TardisIncrementalBook
-from sofia_runtime.schemas import RAW_TABLES, SchemaError
+from sofia_runtime.schemas import SchemaError
+
+from formats_support import read, write
 
 HEAD = "exchange,symbol,timestamp,local_timestamp"
-
-
-def read(path: Path, hints: FileHints = FileHints(), fmt=None) -> dict[str, pl.DataFrame]:
-    fmt = fmt or format_of(path)
-    out: dict[str, list[pl.DataFrame]] = {}
-    for table, frame in fmt.read(path, hints):
-        assert frame.schema == RAW_TABLES[table].polars_schema
-        out.setdefault(table, []).append(frame)
-    return {t: pl.concat(f) for t, f in out.items()}
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
 
 
 def test_book_snapshot_5_is_the_top_of_book(holdout):
