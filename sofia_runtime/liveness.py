@@ -15,6 +15,12 @@ def lock_path(runtime_id: str) -> Path:
     return paths.data_dir() / "run" / f"{runtime_id}.lock"
 
 
+def running_runtimes() -> list[str]:
+    """The ids of the runtimes whose lock is held: the ones running on this data folder."""
+    locks = sorted((paths.data_dir() / "run").glob("*.lock"))
+    return [lock.stem for lock in locks if lock_holder(lock.stem) is not None]
+
+
 def lock_holder(runtime_id: str) -> int | None:
     """The pid written by the process holding the runtime's lock, or None when nobody holds it."""
     try:

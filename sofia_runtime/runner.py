@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sofia_runtime import paths
+from sofia_runtime import liveness, paths
 from sofia_runtime.config import RuntimeConfig
 from sofia_runtime.engine import Engine
 from sofia_runtime.exchange.paper import MarketSpec, PaperVenue
@@ -73,7 +73,7 @@ class RuntimeLock:
     """An OS file lock per runtime id: a second process with the same id refuses to start."""
 
     def __init__(self, runtime_id: str):
-        self.path = paths.data_dir() / "run" / f"{runtime_id}.lock"
+        self.path = liveness.lock_path(runtime_id)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sofia_runtime import liveness
 from sofia_runtime.chaos import order_flow
 from sofia_runtime.chaos.inject import CONTROL_ENV, read_fault_log
 from sofia_runtime.chaos.scenarios import Scenario, scenarios_for, stale_window
@@ -48,23 +49,6 @@ class JournalTail:
                 self.offsets[path] = offset + cut
                 out += [json.loads(line) for line in data[:cut].splitlines() if line.strip()]
         return out
-
-
-def other_runtimes(run_dir: Path) -> list[str]:
-    """Runtime ids whose lock in `<data>/run` is held by a live process."""
-    import fcntl
-
-    held = []
-    for lock in sorted(run_dir.glob("*.lock")):
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            held.append(lock.stem)
-        finally:
-            os.close(fd)
-    return held
 
 
 class DrillError(RuntimeError):
@@ -395,7 +379,7 @@ class Drill:
         if state.paused:
             raise DrillError(f"the data folder is paused by {state.paused_by} ({state.reason}): the drill would "
                              f"measure nothing; resume first (sofia-runtime resume)")
-        busy = other_runtimes(self.data / "run")
+        busy = liveness.running_runtimes()
         if busy:
             raise DrillError(f"runtimes are running on {self.data}: {', '.join(busy)}. The drill's breaker pause "
                              f"(pause.json) is shared and would pause them too: stop them or use another "

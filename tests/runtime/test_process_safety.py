@@ -44,8 +44,12 @@ def test_stop_never_signals_a_process_that_inherited_a_dead_runtimes_pid(runtime
         bystander.wait()
 
     # a live runtime is stopped as before
+    from sofia_runtime import liveness
+
+    assert liveness.running_runtimes() == []
     proc = runtime_data.start("--strategy", "mm_lite", "--speed", "1", "--runtime-id", rid)
     runtime_data.port(rid, proc)
+    assert liveness.running_runtimes() == [rid]
     stopped = runtime_data.cli("stop", "--runtime-id", rid)
     assert stopped.returncode == 0 and f"{rid}: stopped" in stopped.stdout, stopped.stdout
     wait_for(lambda: proc.poll() is not None, what="the runtime to exit")
