@@ -331,6 +331,10 @@ def test_latency_and_fx_csv_in_sofia_columns(tmp_path):
     assert latency.select("ok", "latency_ms", "error").rows() == [(True, 41.5, None), (False, None, "RequestTimeout")]
     assert src.load("fx", *ALL).select("ts", "rate").rows() == [(datetime(2025, 10, 25), 41.9),
                                                                 (datetime(2025, 10, 25, 1), 41.95)]
+    (tmp_path / "latency.csv").write_text("venue,endpoint,ts,latency_ms,ok,error\n"
+                                          "binance,public_rest,2026-10-25T00:00:00Z,41.5,perhaps,\n")
+    with pytest.raises(SchemaError, match="row 1, field 'ok': 'perhaps' is not true or false"):
+        FilesSource(tmp_path).load("latency", *ALL)
 
 
 def test_a_symlink_loop_is_walked_once(tmp_path):

@@ -84,9 +84,8 @@ class _Columns:
             if "local_ts" in batch.columns:
                 parsed.append(TimeParser(origin, parser.unit).parse(batch["local_ts"], "local_ts", rows))
             batch = batch.with_columns(parsed)
-            if table == "latency" and batch["ok"].dtype == pl.Utf8:
-                batch = batch.with_columns(pl.col("ok").str.to_lowercase().replace_strict(
-                    {"true": True, "1": True, "false": False, "0": False}, default=None, return_dtype=pl.Boolean))
+            if table == "latency":
+                batch = batch.with_columns(_booleans(batch["ok"], origin, rows))
             yield table, fill_from_hints(batch, table, hints, origin)
             rows += batch.height
 
@@ -106,15 +105,19 @@ def _side_from_buyer_maker(batch: pl.DataFrame, origin: str, first_row: int) -> 
     flag = next((c for c in BUYER_MAKER if c in batch.columns), None)
     if flag is None:
         raise SchemaError(origin, "trades need `side` (buy/sell, the taker's) or a buyer_maker flag", field="side")
-    values = batch[flag]
-    if values.dtype != pl.Boolean:
-        values = values.cast(pl.Utf8).str.to_lowercase().replace_strict(
-            {"true": True, "1": True, "false": False, "0": False}, default=None, return_dtype=pl.Boolean)
+    values = _booleans(batch[flag], origin, first_row)
+    return batch.with_columns(pl.when(values).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"))
+
+
+def _booleans(column: pl.Series, origin: str, first_row: int) -> pl.Series:
+    """A flag column as booleans, from booleans or text (true/false, 1/0); anything else names its row."""
+    values = column if column.dtype == pl.Boolean else column.cast(pl.Utf8).str.strip_chars().str.to_lowercase() \
+        .replace_strict({"true": True, "1": True, "false": False, "0": False}, default=None, return_dtype=pl.Boolean)
     bad = values.is_null()
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise SchemaError(origin, f"{batch[flag][row]!r} is not true or false", row=first_row + row, field=flag)
-    return batch.with_columns(pl.when(values).then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"))
+        raise SchemaError(origin, f"{column[row]!r} is not true or false", row=first_row + row, field=column.name)
+    return values
 
 
 def _arrow_readable(kind: str, path: Path, read):
