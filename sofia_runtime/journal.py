@@ -17,7 +17,7 @@ import orjson
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -97,6 +97,17 @@ def journal_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.jsonl"))
 
 
+def last_record(paths: list[Path]) -> dict | None:
+    """The last complete record of a runtime's files (in day order), without parsing the others; a torn last
+    line is not one."""
+    for path in reversed(paths):
+        data = path.read_bytes()
+        end = data.rfind(b"\n")
+        if end >= 0:
+            return json.loads(data[data.rfind(b"\n", 0, end) + 1:end])
+    return None
+
+
 def read_records(paths: Iterable[Path], in_progress: bool = False) -> Iterator[tuple[Path, int, dict]]:
     """(file, line number, record) for every complete line; a torn or unparsable line raises JournalError.
     With `in_progress` (a runtime may be writing the files) a last line without its newline is a record still
@@ -129,30 +140,44 @@ def _read_lines(paths: Iterable[Path], in_progress: bool) -> Iterator[tuple[Path
                 yield path, number, raw[:-1], record
 
 
-def verify(paths: Iterable[Path], in_progress: bool = False, key: bytes | None = None) -> Problem | None:
+@dataclass(frozen=True)
+class Anchor:
+    """A (seq, hash) the journal must still hold, and who says so ("its checkpoint of <ts>", "the record
+    ingested on <time>"): the records of an intact chain cut back at a record boundary are found by it."""
+    seq: int
+    hash: str
+    said_by: str
+
+
+def verify(paths: Iterable[Path], in_progress: bool = False, key: bytes | None = None,
+           anchors: Mapping[str, Anchor] | None = None) -> Problem | None:
     """The first record that breaks the chain (a changed byte, a deleted or reordered record, a broken link
-    across files, records cut from the end before the runtime's checkpoint), or None when every chain is intact.
-    Files are checked per runtime, in day order. `key` verifies the checkpoints' signatures (default: the key
-    in SOFIA_JOURNAL_KEY)."""
+    across files, records cut from the end before the runtime's checkpoint or another anchor of `anchors`, by
+    runtime id), or None when every chain is intact. Files are checked per runtime, in day order. `key` verifies
+    the checkpoints' signatures (default: the key in SOFIA_JOURNAL_KEY)."""
     key = journal_key() if key is None else key
     by_runtime: dict[Path, list[Path]] = {}
     for p in sorted(paths):
         by_runtime.setdefault(p.parent, []).append(p)
     for directory, files in by_runtime.items():
-        problem = _verify_runtime(directory, files, in_progress, key)
+        try:
+            checkpoint = read_checkpoint(directory, key)
+        except CheckpointError as exc:
+            return Problem(directory / "checkpoint.json", 0, None, str(exc))
+        held = [Anchor(checkpoint.seq, checkpoint.hash, f"its checkpoint of {checkpoint.ts}")] if checkpoint else []
+        if anchors and directory.name in anchors:
+            held.append(anchors[directory.name])
+        problem = _verify_runtime(files, in_progress, held)
         if problem:
             return problem
     return None
 
 
-def _verify_runtime(directory: Path, files: list[Path], in_progress: bool, key: bytes | None) -> Problem | None:
-    try:
-        checkpoint = read_checkpoint(directory, key)
-    except CheckpointError as exc:
-        return Problem(directory / "checkpoint.json", 0, None, str(exc))
+def _verify_runtime(files: list[Path], in_progress: bool, anchors: list[Anchor]) -> Problem | None:
     prev_hash, expected_seq = GENESIS, 1
     last = (files[0], 0)
-    at_checkpoint = None
+    found: dict[int, tuple[Path, int, str]] = {}  # anchor seq -> where the record is and its hash
+    wanted = {a.seq for a in anchors}
     try:
         for path, line, raw, rec in _read_lines(files, in_progress):
             seq = rec.get("seq")
@@ -171,22 +196,22 @@ def _verify_runtime(directory: Path, files: list[Path], in_progress: bool, key: 
                 return Problem(path, line, seq, "prev_hash does not link to the previous record")
             if seq != expected_seq:
                 return Problem(path, line, seq, f"seq {seq} where {expected_seq} was expected")
-            if checkpoint and seq == checkpoint.seq:
-                at_checkpoint = (path, line, rec["hash"])
+            if seq in wanted:
+                found[seq] = (path, line, rec["hash"])
             prev_hash, expected_seq, last = rec["hash"], seq + 1, (path, line)
     except JournalError as exc:
         path, _, rest = str(exc).partition(":")
         line = int(rest.split(":")[0]) if rest.split(":")[0].isdigit() else 0
         return Problem(Path(path), line, None, str(exc))
-    if checkpoint is None:
-        return None
-    if at_checkpoint is None:
-        return Problem(last[0], last[1], expected_seq - 1,
-                       f"the journal ends at seq {expected_seq - 1}, but its checkpoint of {checkpoint.ts} names seq "
-                       f"{checkpoint.seq}: records were cut from the end")
-    if at_checkpoint[2] != checkpoint.hash:
-        return Problem(at_checkpoint[0], at_checkpoint[1], checkpoint.seq,
-                       f"the record at seq {checkpoint.seq} is not the one its checkpoint of {checkpoint.ts} names")
+    for anchor in anchors:
+        if anchor.seq not in found:
+            return Problem(last[0], last[1], expected_seq - 1,
+                           f"the journal ends at seq {expected_seq - 1}, but {anchor.said_by} names seq "
+                           f"{anchor.seq}: records were cut from the end")
+        path, line, head = found[anchor.seq]
+        if head != anchor.hash:
+            return Problem(path, line, anchor.seq, f"the record at seq {anchor.seq} is not the one "
+                                                   f"{anchor.said_by} names: the journal was changed")
     return None
 
 
@@ -232,11 +257,9 @@ class Journal:
         problem = verify(files)
         if problem:
             raise JournalError(f"journal of {self.runtime_id} is broken, refusing to continue it: {problem}")
-        for _, _, rec in read_records([files[-1]]):
-            self.seq, self.last_hash = rec["seq"], rec["hash"]
-        if self.seq == 0 and len(files) > 1:
-            for _, _, rec in read_records(files[:-1]):
-                self.seq, self.last_hash = rec["seq"], rec["hash"]
+        last = last_record(files)
+        if last is not None:
+            self.seq, self.last_hash = last["seq"], last["hash"]
         self._base_seq = self._checkpoint_seq = self.seq
         for note in self.recovered:
             self.append("journal_recovered", {"detail": note})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sofia_runtime.journal import canonical, read_records, verify
+from sofia_runtime.journal import Anchor, canonical, last_record, read_records, verify
 from sofia_runtime.reconcile import JournalView, VenueRecord, journal_views, reconcile
 from sofia_runtime.schemas import (AUDIT_EVENTS, BALANCES, FILLS, NET_PNL_DAYS, NET_PNL_QUARTERS, RECONCILIATION,
                                    TableSchema)
@@ -181,7 +181,9 @@ def journal_problems(audit_dir: Path, heads: pl.DataFrame, running: Callable[[st
                                            f"{head['seq']} were ingested on {head['ingested_at']}: the journal was "
                                            "removed"))
             continue
-        problem = verify(files, in_progress=True)
+        anchors = {rid: Anchor(head["seq"], head["hash"], f"the record ingested on {head['ingested_at']}")} \
+            if head else None
+        problem = verify(files, in_progress=True, anchors=anchors)
         if problem:
             problems.append(("broken", str(problem)))
             continue
@@ -191,27 +193,11 @@ def journal_problems(audit_dir: Path, heads: pl.DataFrame, running: Callable[[st
             problems.append(("torn", f"{files[-1]}:{line}: torn last line ({torn} bytes without newline) and runtime "
                                      f"{rid} is not running: its last record was never completed (the runtime "
                                      "moves it aside when it restarts)"))
-        if head:
-            at = {rec["seq"]: (path, line, rec["hash"]) for path, line, rec in read_records(files, in_progress=True)
-                  if rec["seq"] == head["seq"]}
-            if head["seq"] not in at:
-                problems.append(("broken", f"{files[-1]}: the journal of {rid} ends before seq {head['seq']}, which "
-                                           f"was ingested on {head['ingested_at']}: records were cut from the end"))
-            elif at[head["seq"]][2] != head["hash"]:
-                path, line, _ = at[head["seq"]]
-                problems.append(("broken", f"{path}:{line} (seq {head['seq']}): not the record ingested on "
-                                           f"{head['ingested_at']} (hash {head['hash'][:12]}…): the journal was "
-                                           "rewritten"))
     return problems
 
 
 def heads_frame(audit_dir: Path, now: datetime) -> pl.DataFrame:
     """The last complete record of every runtime's journal, as INGESTED_HEADS rows."""
-    rows = []
-    for rid, files in runtime_files(audit_dir).items():
-        last = None
-        for _, _, rec in read_records(files, in_progress=True):
-            last = rec
-        if last is not None:
-            rows.append({"runtime_id": rid, "seq": last["seq"], "hash": last["hash"], "ingested_at": now})
+    rows = [{"runtime_id": rid, "seq": last["seq"], "hash": last["hash"], "ingested_at": now}
+            for rid, files in runtime_files(audit_dir).items() if (last := last_record(files)) is not None]
     return INGESTED_HEADS.conform(pl.DataFrame(rows, schema=INGESTED_HEADS.polars_schema), "journal heads")
